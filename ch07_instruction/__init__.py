@@ -1,0 +1,1 @@
+"""Chapter package; its module is generated from the chapter notebook by tools/export.py."""
