@@ -15,11 +15,24 @@ from shared.resources import (
     fetch,
     gpt2_tokenizer,
     seed_tiktoken_cache,
+    use_mirror_for_tiktoken,
 )
 from shared.runtime import get_device, set_seed
 from shared.settings import CourseSettings, get_settings, mode_banner
 
 # --- chapter 2: working with text data -------------------------------------
+# isort: split
+from ch02_data.text_data import (
+    END_OF_TEXT,
+    TOKEN_PATTERN,
+    UNKNOWN_TOKEN,
+    GPTDataset,
+    SimpleTokenizerV1,
+    SimpleTokenizerV2,
+    build_vocab,
+    create_dataloader,
+    simple_tokenize,
+)
 
 # --- chapter 3: attention ----------------------------------------------------
 
@@ -39,8 +52,21 @@ __all__ = [
     "gpt2_tokenizer",
     "mode_banner",
     "seed_tiktoken_cache",
+    "use_mirror_for_tiktoken",
     "set_seed",
     # chapter 2
+    "END_OF_TEXT",
+    "TOKEN_PATTERN",
+    "UNKNOWN_TOKEN",
+    "GPTDataset",
+    "SimpleTokenizerV1",
+    "SimpleTokenizerV2",
+    "build_vocab",
+    "create_dataloader",
+    "simple_tokenize",
     # chapter 3
     # chapter 4
 ]
+
+# Offline machines: let tiktoken.get_encoding('gpt2') find the mirror's BPE files.
+use_mirror_for_tiktoken()

@@ -190,8 +190,13 @@ def _download(res: Resource, url: str, destination: Path, *, progress: bool) -> 
         tmp_dir = Path(tmp)
         if res.archive_member is None:
             try:
-                pooch.retrieve(url, known_hash=f"sha256:{res.sha256}", fname=res.filename,
-                               path=tmp_dir, progressbar=progress)
+                pooch.retrieve(
+                    url,
+                    known_hash=f"sha256:{res.sha256}",
+                    fname=res.filename,
+                    path=tmp_dir,
+                    progressbar=progress,
+                )
             except ValueError as err:
                 if "hash" not in str(err).lower():
                     raise
@@ -202,10 +207,17 @@ def _download(res: Resource, url: str, destination: Path, *, progress: bool) -> 
                 ) from None
             downloaded = tmp_dir / res.filename
         else:
-            archive = Path(pooch.retrieve(url, known_hash=None, fname="archive.zip",
-                                          path=tmp_dir, progressbar=progress))
+            archive = Path(
+                pooch.retrieve(
+                    url, known_hash=None, fname="archive.zip", path=tmp_dir, progressbar=progress
+                )
+            )
             downloaded = tmp_dir / res.filename
-            with zipfile.ZipFile(archive) as zf, zf.open(res.archive_member) as src, open(downloaded, "wb") as dst:
+            with (
+                zipfile.ZipFile(archive) as zf,
+                zf.open(res.archive_member) as src,
+                open(downloaded, "wb") as dst,
+            ):
                 shutil.copyfileobj(src, dst)
             actual = sha256_of(downloaded)
             if actual != res.sha256:
@@ -245,10 +257,27 @@ def seed_tiktoken_cache(target: Path | None = None) -> Path:
     return target
 
 
+def use_mirror_for_tiktoken() -> Path | None:
+    """Seed tiktoken's cache from the mirror when a mirror is set and tiktoken has no cache yet.
+
+    Runs when ``shared`` is imported, so ``tiktoken.get_encoding("gpt2")`` works offline in
+    any notebook that imports the course. Does nothing without a mirror (online users) or
+    when ``TIKTOKEN_CACHE_DIR`` is already set. Returns the cache folder it set, if any.
+    """
+    if mirror_dir() is None or TIKTOKEN_CACHE_ENV_VAR in os.environ:
+        return None
+    try:
+        return seed_tiktoken_cache()
+    except ResourceError as err:
+        import warnings
+
+        warnings.warn(f"could not seed tiktoken's cache from the mirror: {err}", stacklevel=2)
+        return None  # tiktoken will try to download the files itself
+
+
 def gpt2_tokenizer():
     """``tiktoken``'s GPT-2 encoding, seeded from the mirror when one is configured."""
     import tiktoken
 
-    if mirror_dir() is not None and TIKTOKEN_CACHE_ENV_VAR not in os.environ:
-        seed_tiktoken_cache()
+    use_mirror_for_tiktoken()
     return tiktoken.get_encoding("gpt2")

@@ -68,9 +68,13 @@ def export_notebook(notebook: Path, root: Path = REPO_ROOT) -> ExportedModule | 
             if line.strip().startswith(MODULE_DIRECTIVE):
                 name = line.strip()[len(MODULE_DIRECTIVE) :].strip()
                 if not name.isidentifier():
-                    raise ExportError(f"{rel}: cell {index}: '{line.strip()}' must name a module, e.g. '{MODULE_DIRECTIVE} attention'")
+                    raise ExportError(
+                        f"{rel}: cell {index}: '{line.strip()}' must name a module, e.g. '{MODULE_DIRECTIVE} attention'"
+                    )
                 if module_name is not None and module_name != name:
-                    raise ExportError(f"{rel}: names two modules ({module_name!r} and {name!r}); one notebook exports exactly one module")
+                    raise ExportError(
+                        f"{rel}: names two modules ({module_name!r} and {name!r}); one notebook exports exactly one module"
+                    )
                 module_name = name
         if lines and lines[0].strip() == EXPORT_MARK:
             body = "\n".join(lines[1:]).strip("\n")
@@ -79,7 +83,9 @@ def export_notebook(notebook: Path, root: Path = REPO_ROOT) -> ExportedModule | 
     if module_name is None and not bodies:
         return None
     if module_name is None:
-        raise ExportError(f"{rel}: has '{EXPORT_MARK}' cells but no '{MODULE_DIRECTIVE} <module>' line saying where they go")
+        raise ExportError(
+            f"{rel}: has '{EXPORT_MARK}' cells but no '{MODULE_DIRECTIVE} <module>' line saying where they go"
+        )
     if not bodies:
         raise ExportError(f"{rel}: names module {module_name!r} but has no '{EXPORT_MARK}' cells")
 
@@ -125,7 +131,9 @@ def stale_modules(root: Path = REPO_ROOT) -> list[str]:
     for module in expected.values():
         path = root / module.module
         if not path.exists():
-            problems.append(f"{module.module} is missing: run 'python tools/export.py' to write it from {module.notebook}")
+            problems.append(
+                f"{module.module} is missing: run 'python tools/export.py' to write it from {module.notebook}"
+            )
         elif path.read_text(encoding="utf-8") != module.text:
             problems.append(
                 f"{module.module} differs from {module.notebook}: edit the notebook, not the module, "
@@ -145,8 +153,12 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare only; exit 1 if any module is stale")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="compare only; exit 1 if any module is stale"
+    )
     args = parser.parse_args(argv)
     try:
         if args.check:

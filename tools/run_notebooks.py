@@ -36,7 +36,11 @@ def run_notebook(path: Path, timeout: int = 1800) -> float:
             cell.outputs = []
             cell.execution_count = None
             cell.metadata.pop("execution", None)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "name": "python3",
+    }
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -55,7 +59,9 @@ def run_notebook(path: Path, timeout: int = 1800) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--all", action="store_true", help="run every notebook of the course")
     args = parser.parse_args(argv)
