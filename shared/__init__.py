@@ -35,6 +35,14 @@ from ch02_data.text_data import (
 )
 
 # --- chapter 3: attention ----------------------------------------------------
+# isort: split
+from ch03_attention.attention import (
+    CausalAttention,
+    MultiHeadAttention,
+    MultiHeadAttentionWrapper,
+    SelfAttentionV1,
+    SelfAttentionV2,
+)
 
 # --- chapter 4: the GPT model ------------------------------------------------
 
@@ -65,6 +73,11 @@ __all__ = [
     "create_dataloader",
     "simple_tokenize",
     # chapter 3
+    "CausalAttention",
+    "MultiHeadAttention",
+    "MultiHeadAttentionWrapper",
+    "SelfAttentionV1",
+    "SelfAttentionV2",
     # chapter 4
 ]
 
