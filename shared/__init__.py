@@ -45,6 +45,20 @@ from ch03_attention.attention import (
 )
 
 # --- chapter 4: the GPT model ------------------------------------------------
+# isort: split
+from ch04_gpt_model.gpt_model import (
+    GELU,
+    GPT2_PRESETS,
+    GPT_CONFIG_124M,
+    FeedForward,
+    GPTModel,
+    LayerNorm,
+    TransformerBlock,
+    count_parameters,
+    generate_text_simple,
+    gpt2_config,
+    parameter_memory_mb,
+)
 
 __all__ = [
     # course infrastructure
@@ -79,6 +93,17 @@ __all__ = [
     "SelfAttentionV1",
     "SelfAttentionV2",
     # chapter 4
+    "GELU",
+    "GPT2_PRESETS",
+    "GPT_CONFIG_124M",
+    "FeedForward",
+    "GPTModel",
+    "LayerNorm",
+    "TransformerBlock",
+    "count_parameters",
+    "generate_text_simple",
+    "gpt2_config",
+    "parameter_memory_mb",
 ]
 
 # Offline machines: let tiktoken.get_encoding('gpt2') find the mirror's BPE files.
