@@ -14,7 +14,9 @@ os.environ["GPT_COURSE_MODE"] = "test"
 # Keep numerical libraries deterministic and quiet in kernels.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PYTHONHASHSEED", "0")
-os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+# Figures must reach the notebook as display data, exactly as in the stored outputs: force
+# Jupyter's inline backend even when the caller exported another one (e.g. MPLBACKEND=Agg).
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 
 def pytest_configure(config):

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name notebooks to run, or pass --all")
 
     os.environ["GPT_COURSE_MODE"] = "test"
+    # the backend the tests' kernels use (see conftest.py), so stored figures match
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     sys.path.insert(0, str(REPO_ROOT))
     from shared.resources import mirror_dir, seed_tiktoken_cache
 
