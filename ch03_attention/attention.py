@@ -2,6 +2,7 @@
 # Edit the notebook's '#| export' cells, then run: python tools/export.py
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -169,6 +170,9 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         future = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), 1)
         self.register_buffer("mask", future, persistent=False)
+        # True: compute the same attention with PyTorch's fused scaled_dot_product_attention
+        # (fast kernels on GPUs; see chapter 5's speed notebook). No parameter changes.
+        self.use_sdpa = False
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         b, num_tokens, _ = t.shape
@@ -189,6 +193,16 @@ class MultiHeadAttention(nn.Module):
         queries = self._split_heads(self.W_query(x))  # (b, n_heads, num_tokens, head_dim)
         keys = self._split_heads(self.W_key(x))  # (b, n_heads, num_tokens, head_dim)
         values = self._split_heads(self.W_value(x))  # (b, n_heads, num_tokens, head_dim)
+
+        if self.use_sdpa and not return_attn_weights:
+            drop = self.dropout.p if self.training else 0.0
+            context = F.scaled_dot_product_attention(
+                queries, keys, values, dropout_p=drop, is_causal=True
+            )
+            context = context.transpose(1, 2).reshape(
+                b, num_tokens, self.d_out
+            )  # (b, num_tokens, d_out)
+            return self.out_proj(context)
 
         scores = queries @ keys.transpose(2, 3)  # (b, n_heads, num_tokens, num_tokens)
         scores = scores.masked_fill(self.mask[:num_tokens, :num_tokens], float("-inf"))

@@ -24,9 +24,54 @@ MODES = ("full", "test")
 
 @dataclass(frozen=True)
 class CourseSettings:
-    """The mode the course runs in; later chapters add their numbers here."""
+    """Every number that differs between the modes, read by the notebooks from here."""
 
     mode: str
+    # chapter 5: epochs of pretraining on The Verdict (the book's recipe is 10)
+    pretrain_epochs: int
+    # chapter 5+: which GPT-2 weights the notebooks load ("standin" = small random
+    # checkpoint written by transformers, no download)
+    gpt2_source: str
+    # chapter 5 speed notebook: new tokens in the decoding race (the benchmark uses 200),
+    # timing repeats, and whether to time torch.compile (compiling takes minutes on a CPU)
+    speed_decode_tokens: int
+    speed_repeats: int
+    speed_compile_demo: bool
+    # --- chapter 6 fields ---
+    # chapter 6: messages used from each split (None = all 1,045 / 149 / 300)
+    classify_train_subset: int | None
+    classify_val_subset: int | None
+    classify_test_subset: int | None
+    # chapter 6: epochs of classification fine-tuning (the standard recipe is 5)
+    classify_epochs: int
+    # chapter 6: evaluate the losses every N optimizer steps ...
+    classify_eval_freq: int
+    # chapter 6: ... over this many batches of the training and validation sets
+    classify_eval_iter: int
+    # chapter 6: AdamW learning rate when training the last block (pretrained weights need
+    # small steps; the random stand-in of test mode needs bigger ones to learn visibly)
+    classify_lr: float
+    # chapter 6: AdamW learning rate for LoRA (LoRA usually wants a larger one)
+    classify_lora_lr: float
+    # chapter 6 exercises: epochs of each exercise's fine-tuning run
+    classify_exercise_epochs: int
+    # --- chapter 7 fields ---
+    # chapter 7: training examples used for instruction fine-tuning (None = all 935)
+    instruct_train_subset: int | None
+    # chapter 7: validation examples for the validation loss (None = all 55)
+    instruct_val_subset: int | None
+    # chapter 7: test examples the model answers and is scored on (None = all 110)
+    instruct_test_subset: int | None
+    # chapter 7: epochs of instruction fine-tuning (the book's recipe is 2)
+    instruct_epochs: int
+    # chapter 7: evaluate the losses every N optimizer steps ...
+    instruct_eval_freq: int
+    # chapter 7: ... over this many batches of the training and validation sets
+    instruct_eval_iter: int
+    # chapter 7: most tokens generated per answer (answers end earlier at <|endoftext|>)
+    instruct_max_new_tokens: int
+    # chapter 7 exercises: training examples for each of their fine-tuning runs (None = all 935)
+    instruct_exercise_train_subset: int | None
 
     @property
     def is_test(self) -> bool:
@@ -35,6 +80,62 @@ class CourseSettings:
     def pick(self, *, full, test):
         """Return ``full`` or ``test`` depending on the mode (for one-off numbers)."""
         return test if self.is_test else full
+
+
+_SETTINGS = {
+    "full": dict(
+        pretrain_epochs=10,
+        gpt2_source="hub",
+        speed_decode_tokens=200,
+        speed_repeats=3,
+        speed_compile_demo=True,
+        # --- chapter 6 full ---
+        classify_train_subset=None,
+        classify_val_subset=None,
+        classify_test_subset=None,
+        classify_epochs=5,
+        classify_eval_freq=50,
+        classify_eval_iter=5,
+        classify_lr=5e-5,
+        classify_lora_lr=5e-4,
+        classify_exercise_epochs=5,
+        # --- chapter 7 full ---
+        instruct_train_subset=None,
+        instruct_val_subset=None,
+        instruct_test_subset=None,
+        instruct_epochs=2,
+        instruct_eval_freq=5,
+        instruct_eval_iter=5,
+        instruct_max_new_tokens=256,
+        instruct_exercise_train_subset=None,
+    ),
+    "test": dict(
+        pretrain_epochs=10,
+        gpt2_source="standin",
+        speed_decode_tokens=60,
+        speed_repeats=1,
+        speed_compile_demo=False,
+        # --- chapter 6 test ---
+        classify_train_subset=160,
+        classify_val_subset=64,
+        classify_test_subset=64,
+        classify_epochs=3,
+        classify_eval_freq=5,
+        classify_eval_iter=2,
+        classify_lr=5e-4,
+        classify_lora_lr=2e-3,
+        classify_exercise_epochs=1,
+        # --- chapter 7 test ---
+        instruct_train_subset=24,
+        instruct_val_subset=16,
+        instruct_test_subset=4,
+        instruct_epochs=1,
+        instruct_eval_freq=2,
+        instruct_eval_iter=1,
+        instruct_max_new_tokens=10,
+        instruct_exercise_train_subset=16,
+    ),
+}
 
 
 def current_mode() -> str:
@@ -53,7 +154,8 @@ def current_mode() -> str:
 
 def get_settings() -> CourseSettings:
     """Settings for the current mode (read from the environment on each call)."""
-    return CourseSettings(mode=current_mode())
+    mode = current_mode()
+    return CourseSettings(mode=mode, **_SETTINGS[mode])
 
 
 def mode_banner(full_does: str | None = None) -> str:

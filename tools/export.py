@@ -42,10 +42,12 @@ class ExportedModule:
 
 
 def chapter_notebooks(root: Path = REPO_ROOT) -> list[Path]:
-    """Every chapter's main notebook (``chNN_*/chNN.ipynb``), sorted."""
-    return sorted(
-        p for p in root.glob("ch[0-9][0-9]_*/ch[0-9][0-9].ipynb") if p.parent.name[:4] == p.stem
-    )
+    """Every notebook in a chapter folder (``chNN_*/*.ipynb``), sorted.
+
+    The chapter notebook and any bonus notebook may export a module; notebooks without
+    export directives (such as exercises) export nothing.
+    """
+    return sorted(root.glob("ch[0-9][0-9]_*/*.ipynb"))
 
 
 def _cell_source(cell: dict) -> str:

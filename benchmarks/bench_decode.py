@@ -1,0 +1,153 @@
+"""Greedy decoding speed: the course's generators against transformers' ``generate``.
+
+Every variant starts from the same random GPT-2 124M weights and the same 4-token prompt
+and decodes greedily for ``new_tokens`` tokens at batch size 1. Reported figure: new tokens
+per second (new tokens / median wall time of one whole generation, prompt included).
+"""
+
+import copy
+import inspect
+
+import torch
+from bench_utils import random_token_ids, round_robin, summarize_times
+
+PROMPT_TOKENS = 4
+REFERENCE = "transformers_cache"
+
+
+def _transformers_generator(model, prompt: torch.Tensor):
+    from transformers import GenerationConfig
+
+    def run(new_tokens: int) -> torch.Tensor:
+        config = GenerationConfig(
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            # the course generators run to max_new_tokens; stopping at GPT-2's
+            # <|endoftext|> would make transformers' output shorter than theirs
+            eos_token_id=None,
+            pad_token_id=None,
+        )
+        return model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), generation_config=config
+        )
+
+    return run
+
+
+def _prefix_agreement(tokens: torch.Tensor, reference: torch.Tensor, prompt_len: int) -> int:
+    """How many generated tokens agree with the reference before the first difference."""
+    new, ref = tokens[0, prompt_len:], reference[0, prompt_len:]
+    length = min(len(new), len(ref))
+    differs = (new[:length] != ref[:length]).nonzero()
+    return int(differs[0, 0]) if len(differs) else length
+
+
+def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf16: bool) -> dict:
+    """Time every decoding variant, interleaved, and check they produce the same tokens."""
+    from transformers import GPT2LMHeadModel
+
+    import shared
+
+    context_size = 1024  # GPT-2's context length; the prompt plus new tokens stay below it
+    prompt = random_token_ids((1, PROMPT_TOKENS))
+    course = shared.load_gpt2(folder, size="124M")  # eval mode, output head tied
+    hf = GPT2LMHeadModel.from_pretrained(folder).eval()
+    generate_cached = getattr(shared, "generate_cached", None)
+
+    makers = {
+        "course_no_cache": lambda n: shared.generate(
+            course, prompt, n, context_size, temperature=0.0
+        ),
+        REFERENCE: _transformers_generator(hf, prompt),
+    }
+    if generate_cached is not None:
+        # pass context_size only if this version of generate_cached takes it
+        extra = {}
+        if "context_size" in inspect.signature(generate_cached).parameters:
+            extra["context_size"] = context_size
+        makers["course_cache"] = lambda n: generate_cached(
+            course, prompt, n, temperature=0.0, **extra
+        )
+        if bf16:
+            course_bf16 = copy.deepcopy(course).to(torch.bfloat16)
+            makers["course_cache_bf16"] = lambda n: generate_cached(
+                course_bf16, prompt, n, temperature=0.0, **extra
+            )
+
+    def no_grad_call(make, n):
+        def call():
+            with torch.no_grad():
+                return make(n)
+
+        return call
+
+    for make in makers.values():  # warm-up: a short generation (allocator, threads, lazy init)
+        no_grad_call(make, warmup_tokens)()
+    times, outputs = round_robin(
+        {k: no_grad_call(m, new_tokens) for k, m in makers.items()}, repeats, 0
+    )
+
+    reference_tokens = outputs[REFERENCE]
+    variants = {}
+    for name, samples in times.items():
+        stats = summarize_times(samples)
+        variants[name] = {
+            **stats,
+            "tokens_per_s": new_tokens / stats["median_s"],
+            "new_tokens": int(outputs[name].shape[1] - PROMPT_TOKENS),
+        }
+    reference_rate = variants[REFERENCE]["tokens_per_s"]
+    for entry in variants.values():
+        entry["ratio_vs_transformers"] = entry["tokens_per_s"] / reference_rate
+
+    checks = []
+    for name in ("course_no_cache", "course_cache"):
+        if name in outputs:
+            same = torch.equal(outputs[name], reference_tokens)
+            checks.append(
+                {
+                    "name": f"decode: {name} tokens == transformers tokens",
+                    "passed": same,
+                    "detail": "identical"
+                    if same
+                    else "first difference after "
+                    f"{_prefix_agreement(outputs[name], reference_tokens, PROMPT_TOKENS)} "
+                    "generated tokens",
+                }
+            )
+    if "course_cache_bf16" in outputs:
+        variants["course_cache_bf16"]["prefix_agreement_with_fp32"] = _prefix_agreement(
+            outputs["course_cache_bf16"], reference_tokens, PROMPT_TOKENS
+        )
+
+    kv_speedup = None
+    if "course_cache" in variants:
+        kv_speedup = (
+            variants["course_cache"]["tokens_per_s"] / variants["course_no_cache"]["tokens_per_s"]
+        )
+    generated = reference_tokens[0, PROMPT_TOKENS:].tolist()
+    return {
+        "settings": {
+            "model": "GPT-2 124M, random weights (tied output head), fp32 unless noted",
+            "batch_size": 1,
+            "prompt_tokens": PROMPT_TOKENS,
+            "new_tokens": new_tokens,
+            "decoding": "greedy (temperature 0), no early stop at <|endoftext|>",
+            "repeats": repeats,
+            "warmup": f"one {warmup_tokens}-token generation per variant",
+            "reported": "tokens_per_s = new_tokens / median wall time of one generation",
+            "reference": f"{REFERENCE} (GPT2LMHeadModel.generate, use_cache=True, fp32, "
+            f"attn_implementation={hf.config._attn_implementation!r})",
+        },
+        "cached_available": generate_cached is not None,
+        "cached_unavailable_reason": None
+        if generate_cached is not None
+        else "shared has no generate_cached (ch05_pretraining.speed) yet",
+        "prompt_ids": prompt[0].tolist(),
+        "reference_generated_ids": generated,
+        "reference_distinct_tokens": len(set(generated)),
+        "variants": variants,
+        "kv_cache_speedup": kv_speedup,
+        "checks": checks,
+    }

@@ -1,0 +1,408 @@
+"""Side-by-side speed and memory benchmarks of the course's GPT-2 code.
+
+    python benchmarks/run.py [--quick] [--only decode,train,load] [--out PATH]
+
+Prints a table per benchmark and a table of targets, and writes everything (settings,
+machine, raw samples, ratios, targets) to a JSON summary. Every ratio is computed against
+a reference measured in the same run. Nothing here asserts on wall-clock time; the run
+fails (exit status 1, after writing the summary) only when a correctness check fails,
+e.g. two implementations decoding different tokens from the same weights.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from bench_utils import REPO_ROOT, load_average, machine_info, quiet_transformers, write_random_gpt2
+
+BENCHMARKS = ("decode", "train", "load")
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "summary.json"
+FULL = {
+    "decode": {"new_tokens": 200, "repeats": 3, "warmup_tokens": 8},
+    "train": {"batch_size": 2, "seq_len": 256, "warmup_steps": 1, "timed_steps": 5},
+    "load": {"repeats": 3, "warmup": True},
+}
+QUICK = {  # a smoke check: same code paths, fewer tokens and repeats
+    "decode": {"new_tokens": 24, "repeats": 1, "warmup_tokens": 4},
+    "train": {"batch_size": 2, "seq_len": 64, "warmup_steps": 1, "timed_steps": 2},
+    "load": {"repeats": 1, "warmup": False},
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer tokens and repeats: a smoke check"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated benchmarks to run (default: {','.join(BENCHMARKS)})",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"JSON summary (default: {DEFAULT_OUT})"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
+    parser.add_argument(
+        "--no-bf16", action="store_true", help="skip the bf16-weight cached decoding variant"
+    )
+    args = parser.parse_args(argv)
+    selected = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(selected) - set(BENCHMARKS))
+    if unknown or not selected:
+        parser.error(
+            f"--only got {args.only!r}; expected a comma-separated subset of "
+            f"{','.join(BENCHMARKS)}, e.g. --only decode,load"
+        )
+    args.selected = [name for name in BENCHMARKS if name in selected]
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+# (id, benchmark, path to the measured value in its results, comparison, target, description)
+TARGETS = [
+    (
+        "decode_cached_vs_transformers",
+        "decode",
+        ("variants", "course_cache", "ratio_vs_transformers"),
+        ">=",
+        1.3,
+        "cached fp32 decode tokens/s / transformers generate tokens/s",
+    ),
+    (
+        "decode_bf16_cached_vs_transformers_fp32",
+        "decode",
+        ("variants", "course_cache_bf16", "ratio_vs_transformers"),
+        ">=",
+        2.0,
+        "cached bf16-weight decode tokens/s / transformers fp32 generate tokens/s",
+    ),
+    (
+        "kv_cache_speedup",
+        "decode",
+        ("kv_cache_speedup",),
+        ">=",
+        6.0,
+        "course cached decode tokens/s / course decode without cache tokens/s",
+    ),
+    (
+        "train_vs_transformers",
+        "train",
+        ("variants", "course", "ratio_vs_transformers"),
+        ">=",
+        1.0,
+        "course training tokens/s / transformers training tokens/s",
+    ),
+    (
+        "train_vs_llms_from_scratch",
+        "train",
+        ("variants", "course", "ratio_vs_llms_from_scratch"),
+        ">=",
+        1.3,
+        "course training tokens/s / llms-from-scratch training tokens/s",
+    ),
+    (
+        "train_sdpa_vs_transformers",
+        "train",
+        ("variants", "course_sdpa", "ratio_vs_transformers"),
+        ">=",
+        1.0,
+        "course training tokens/s with use_sdpa_attention / transformers training tokens/s",
+    ),
+    (
+        "train_sdpa_vs_llms_from_scratch",
+        "train",
+        ("variants", "course_sdpa", "ratio_vs_llms_from_scratch"),
+        ">=",
+        1.3,
+        "course training tokens/s with use_sdpa_attention / llms-from-scratch training tokens/s",
+    ),
+    (
+        "loader_peak_memory_vs_file",
+        "load",
+        ("variants", "course", "net_peak_over_file_size"),
+        "<=",
+        1.3,
+        "course loader net peak RSS / model.safetensors size",
+    ),
+    (
+        "loader_time_vs_from_pretrained",
+        "load",
+        ("variants", "course", "time_ratio_vs_transformers"),
+        "<=",
+        1.0,
+        "course loader time until every weight is read / the same for from_pretrained",
+    ),
+]
+
+
+def _lookup(node, path):
+    for key in path:
+        if not isinstance(node, dict) or node.get(key) is None:
+            return None
+        node = node[key]
+    return node
+
+
+def _why_missing(benchmark: str, path: tuple, results: dict) -> str:
+    result = results.get(benchmark)
+    if result is None:
+        return f"not measured: the {benchmark} benchmark was not run (see --only)"
+    if benchmark == "decode" and not result["cached_available"]:
+        return "not available: " + result["cached_unavailable_reason"]
+    if "course_cache_bf16" in path:
+        return "not measured: the bf16 variant was skipped (--no-bf16)"
+    if "course_sdpa" in path and not result["course_sdpa_available"]:
+        return "not available: this version of the course has no use_sdpa_attention"
+    if "ratio_vs_llms_from_scratch" in path:
+        return (
+            "not available: llms-from-scratch is not installed; "
+            + (result["llms_from_scratch_install"])
+        )
+    return "not measured"
+
+
+def evaluate_targets(results: dict, quick: bool) -> list[dict]:
+    """Every target with its measured value, whether it is met, and by how much it is missed."""
+    evaluated = []
+    for target_id, benchmark, path, comparison, target, description in TARGETS:
+        measured = _lookup(results.get(benchmark), path)
+        entry = {
+            "id": target_id,
+            "description": description,
+            "comparison": comparison,
+            "target": target,
+            "measured": measured,
+        }
+        if measured is None:
+            entry.update(met=None, gap=None, status=_why_missing(benchmark, path, results))
+        else:
+            met = measured >= target if comparison == ">=" else measured <= target
+            gap = None if met else abs(measured - target)
+            entry.update(
+                met=met,
+                gap=gap,  # how far from the target, in the measured value's units
+                measured_over_target=measured / target,
+                status="met" if met else f"missed by {gap:.2f} ({measured:.2f} vs {target})",
+            )
+            if quick:
+                entry["note"] = "--quick run: fewer tokens and repeats than the targets assume"
+        evaluated.append(entry)
+    return evaluated
+
+
+# --- printing -------------------------------------------------------------------------------
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [headers, ["-" * w for w in widths], *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def report(summary: dict) -> str:
+    parts = []
+    machine = summary["machine"]
+    parts.append(
+        f"machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, torch "
+        f"{machine['torch']} ({machine['torch_num_threads']} threads), transformers "
+        f"{machine['transformers']}; load average {machine['load_average_at_start']} at start, "
+        f"{summary['load_average_at_end']} at end"
+    )
+    results = summary["results"]
+    if "decode" in results:
+        decode = results["decode"]
+        s = decode["settings"]
+        rows = [
+            [
+                name,
+                f"{v['tokens_per_s']:.1f}",
+                f"{v['median_s']:.2f}",
+                _ratio(v["ratio_vs_transformers"]),
+                f"{v['prefix_agreement_with_fp32']}/{v['new_tokens']}"
+                if "prefix_agreement_with_fp32" in v
+                else "",
+            ]
+            for name, v in decode["variants"].items()
+        ]
+        if not decode["cached_available"]:
+            rows.append(["course_cache", "not available", "", "", ""])
+        parts.append(
+            f"\nDecode: batch 1, {s['prompt_tokens']}-token prompt, {s['new_tokens']} greedy "
+            f"tokens, median of {s['repeats']}\n"
+            + format_table(
+                ["variant", "tokens/s", "median s", "vs transformers", "bf16 agreeing prefix"],
+                rows,
+            )
+            + f"\nKV-cache speedup: {_ratio(decode['kv_cache_speedup'])}; the reference "
+            f"output has {decode['reference_distinct_tokens']} distinct tokens"
+        )
+    if "train" in results:
+        train = results["train"]
+        s, flops, peak = train["settings"], train["flops"], train["matmul_peak"]
+        rows = [
+            [
+                name,
+                f"{v['tokens_per_s']:.0f}",
+                f"{v['median_s']:.2f}",
+                _ratio(v["ratio_vs_transformers"]),
+                _ratio(v.get("ratio_vs_llms_from_scratch")),
+                f"{v['achieved_flops_per_s'] / 1e9:.1f}",
+                f"{100 * v['fraction_of_matmul_peak']:.0f}%",
+            ]
+            for name, v in train["variants"].items()
+        ]
+        if not train["llms_from_scratch_available"]:
+            rows.append(
+                ["llms_from_scratch", "not installed: " + train["llms_from_scratch_install"]]
+                + [""] * 5
+            )
+        parts.append(
+            f"\nTraining step: batch {s['batch_size']} x {s['seq_len']} tokens, fp32 AdamW, "
+            f"tied heads, dropout 0, median of {s['timed_steps']}\n"
+            + format_table(
+                [
+                    "variant",
+                    "tokens/s",
+                    "step s",
+                    "vs transformers",
+                    "vs llms-from-scratch",
+                    "GFLOP/s",
+                    "of peak",
+                ],
+                rows,
+            )
+            + f"\n{flops['formula']}\nHere N = {flops['N']:,} "
+            f"({flops['non_embedding_parameters']:,} non-embedding + "
+            f"{flops['output_head_matmul_parameters']:,} head), L = {flops['L']}, "
+            f"T = {flops['T']}, d = {flops['d']}: {flops['flops_per_token'] / 1e6:.1f} MFLOP "
+            f"per token. Matmul peak ({peak['size']}x{peak['size']} fp32): "
+            f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s."
+        )
+    if "load" in results:
+        load = results["load"]
+        mb = 1e6
+        rows = [
+            [
+                name,
+                f"{v['load_call_median_s']:.2f}",
+                f"{v['median_s']:.2f}",
+                f"{v['raw_peak_rss_bytes'] / mb:.0f}",
+                f"{v['net_peak_rss_bytes'] / mb:.0f}",
+                f"{v['net_peak_over_file_size']:.2f}x",
+                _ratio(v["time_ratio_vs_transformers"]),
+            ]
+            for name, v in load["variants"].items()
+        ]
+        parts.append(
+            f"\nLoading: model.safetensors {load['file_bytes'] / mb:.0f} MB, fresh process per "
+            f"load, median of {load['settings']['repeats']}; imports alone peak at "
+            f"{load['imports_only_peak_rss_bytes'] / mb:.0f} MB; 'ready' = after reading "
+            "every weight once\n"
+            + format_table(
+                [
+                    "variant",
+                    "load call s",
+                    "ready s",
+                    "raw peak MB",
+                    "net peak MB",
+                    "net/file",
+                    "ready time vs transformers",
+                ],
+                rows,
+            )
+        )
+    rows = [
+        [
+            t["id"],
+            f"{t['comparison']} {t['target']}",
+            "-" if t["measured"] is None else f"{t['measured']:.2f}",
+            t["status"],
+        ]
+        for t in summary["targets"]
+    ]
+    parts.append("\nTargets\n" + format_table(["target", "wanted", "measured", "status"], rows))
+    failed = [c for c in summary["checks"] if not c["passed"]]
+    parts.append(
+        f"\nChecks: {len(summary['checks']) - len(failed)} of {len(summary['checks'])} passed"
+        + "".join(f"\n  FAILED {c['name']}: {c.get('detail', '')}" for c in failed)
+    )
+    return "\n".join(parts)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    quiet_transformers()
+    settings = QUICK if args.quick else FULL
+    machine = machine_info()
+    started = time.perf_counter()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="gpt-benchmark-") as tmp:
+        print("writing a random GPT-2 124M checkpoint ...", file=sys.stderr, flush=True)
+        folder = write_random_gpt2(Path(tmp) / "gpt2-124M-random")
+        for name in args.selected:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            if name == "decode":
+                from bench_decode import run_decode
+
+                results[name] = run_decode(folder, **settings[name], bf16=not args.no_bf16)
+            elif name == "train":
+                from bench_train import run_train
+
+                results[name] = run_train(folder, **settings[name])
+            else:
+                from bench_load import run_load
+
+                results[name] = run_load(folder, **settings[name], threads=args.threads)
+            results[name]["load_average_after"] = load_average()
+
+    checks = [check for result in results.values() for check in result.pop("checks")]
+    summary = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
+        "quick": args.quick,
+        "benchmarks": args.selected,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "machine": machine,
+        "load_average_at_end": load_average(),
+        "results": results,
+        "targets": evaluate_targets(results, args.quick),
+        "checks": checks,
+    }
+    print(report(summary))
+    write_json(args.out, summary)
+    print(f"\nsummary written to {args.out}")
+    if any(not check["passed"] for check in checks):
+        print("a correctness check failed; see 'Checks' above", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

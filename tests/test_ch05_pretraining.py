@@ -1,0 +1,361 @@
+"""Chapter 5: loss, training, resuming, decoding, checkpoints, and GPT-2 weight loading."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
+from ch05_pretraining.pretraining import (
+    NonFiniteLossError,
+    apply_top_k,
+    apply_top_p,
+    calc_loss_batch,
+    calc_loss_loader,
+    generate,
+    load_checkpoint,
+    load_gpt2,
+    save_checkpoint,
+    train_model,
+)
+from shared import create_dataloader
+
+TINY = {
+    "vocab_size": 50257,
+    "context_length": 32,
+    "emb_dim": 32,
+    "n_heads": 4,
+    "n_layers": 2,
+    "drop_rate": 0.1,
+    "qkv_bias": False,
+}
+
+
+class _SilentTokenizer:
+    """tiktoken stand-in good enough for the per-epoch sample: ids <-> text of ids."""
+
+    def encode(self, text, allowed_special=()):
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids):
+        return " ".join(str(i) for i in ids)
+
+
+def loaders(text, seed=1, batch_size=4):
+    kw = dict(
+        batch_size=batch_size, max_length=TINY["context_length"], stride=TINY["context_length"]
+    )
+    split = int(0.9 * len(text))
+    return (
+        create_dataloader(text[:split], shuffle=True, drop_last=True, seed=seed, **kw),
+        create_dataloader(text[split:], shuffle=False, drop_last=False, **kw),
+    )
+
+
+def run_training(model, train_loader, val_loader, epochs, state=None, optimizer=None):
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
+    state = train_model(
+        model, train_loader, val_loader, optimizer, "cpu", num_epochs=epochs, eval_freq=3, eval_iter=2,
+        start_context="40 367", tokenizer=_SilentTokenizer(), state=state,
+    )  # fmt: skip
+    return state, optimizer
+
+
+# --- loss and training ------------------------------------------------------------
+
+
+def test_calc_loss_batch_is_cross_entropy_of_the_targets():
+    torch.manual_seed(0)
+    model = GPTModel(TINY).eval()
+    inputs = torch.randint(0, 50257, (2, 5))
+    targets = torch.randint(0, 50257, (2, 5))
+    logits = model(inputs)
+    manual = -torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).mean()
+    torch.testing.assert_close(calc_loss_batch(inputs, targets, model, "cpu"), manual)
+
+
+def test_calc_loss_loader_rejects_an_empty_loader(verdict_text):
+    loader = create_dataloader(
+        verdict_text[:200], batch_size=64, max_length=8, stride=8, drop_last=True
+    )
+    assert len(loader) == 0
+    with pytest.raises(ValueError, match="yields no batches"):
+        calc_loss_loader(loader, GPTModel(TINY), "cpu")
+
+
+def test_training_lowers_the_loss(verdict_text, capsys):
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    train_loader, val_loader = loaders(verdict_text[:6000])
+    before = calc_loss_loader(train_loader, model.eval(), "cpu")
+    state, _ = run_training(model, train_loader, val_loader, epochs=2)
+    after = calc_loss_loader(train_loader, model.eval(), "cpu")
+    assert after < before - 1.0
+    assert (
+        state.epoch == 2 and state.tokens_seen == 2 * len(train_loader) * 4 * TINY["context_length"]
+    )
+    assert len(state.train_losses) == len(state.val_losses) == len(state.track_tokens_seen) > 0
+
+
+def test_non_finite_loss_stops_training_naming_the_step(verdict_text):
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    with torch.no_grad():
+        model.final_norm.scale.fill_(float("nan"))
+    train_loader, val_loader = loaders(verdict_text[:6000])
+    with pytest.raises(NonFiniteLossError, match="at step 0 "):
+        run_training(model, train_loader, val_loader, epochs=1)
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(verdict_text, tmp_path, capsys):
+    text = verdict_text[:8000]
+    torch.manual_seed(42)
+    model = GPTModel(TINY)
+    train_loader, val_loader = loaders(text)
+    full_state, _ = run_training(model, train_loader, val_loader, epochs=3)
+    full_weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # the same run, stopped after one epoch, saved, and continued in fresh objects
+    torch.manual_seed(42)
+    first = GPTModel(TINY)
+    train_loader, val_loader = loaders(text)
+    state, optimizer = run_training(first, train_loader, val_loader, epochs=1)
+    save_checkpoint(
+        tmp_path / "ckpt", first, optimizer, config=TINY, state=state, train_loader=train_loader
+    )
+    torch.manual_seed(999)  # disturb the global RNG: the checkpoint must restore it
+    train_loader, val_loader = loaders(text, seed=7)  # and the shuffling state
+    resumed = GPTModel(TINY)
+    optimizer = torch.optim.AdamW(resumed.parameters(), lr=5e-3, weight_decay=0.1)
+    loaded = load_checkpoint(tmp_path / "ckpt", resumed, optimizer, train_loader=train_loader)
+    resumed_state, _ = run_training(
+        resumed, train_loader, val_loader, epochs=2, state=loaded["state"], optimizer=optimizer
+    )
+
+    assert resumed_state.train_losses == full_state.train_losses
+    assert resumed_state.val_losses == full_state.val_losses
+    assert resumed_state.track_tokens_seen == full_state.track_tokens_seen
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, full_weights[name]), name
+
+
+# --- checkpoints -----------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_with_tied_head_and_no_leftovers(tmp_path):
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    model.out_head.weight = model.tok_emb.weight
+    save_checkpoint(tmp_path / "ckpt", model, config=TINY)
+    save_checkpoint(tmp_path / "ckpt", model, config=TINY)  # replacing an existing checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint.json", "model.safetensors", "optimizer.safetensors",
+    ]  # fmt: skip
+    loaded = load_checkpoint(tmp_path / "ckpt", restore_rng=False)["model"]
+    assert loaded.out_head.weight is loaded.tok_emb.weight
+    x = torch.randint(0, 50257, (1, 7))
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x), rtol=0, atol=0)
+    meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+    assert meta["config"] == TINY and meta["tied_output_head"] is True
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        load_checkpoint(tmp_path)
+    model = GPTModel(TINY)
+    save_checkpoint(tmp_path / "ckpt", model, config=TINY)
+    with pytest.raises(ValueError, match="holds no optimizer state"):
+        load_checkpoint(tmp_path / "ckpt", GPTModel(TINY), torch.optim.AdamW(model.parameters()))
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(3)
+    return GPTModel({**TINY, "drop_rate": 0.0}).eval()
+
+
+def test_temperature_zero_and_top_k_one_equal_greedy(tiny_model):
+    prompt = torch.tensor([[40, 367, 2885]])
+    greedy = generate_text_simple(tiny_model, prompt, 15, TINY["context_length"])
+    assert torch.equal(
+        generate(tiny_model, prompt, 15, TINY["context_length"], temperature=0.0), greedy
+    )
+    gen = torch.Generator().manual_seed(0)
+    top1 = generate(
+        tiny_model, prompt, 15, TINY["context_length"], temperature=1.7, top_k=1, generator=gen
+    )
+    assert torch.equal(top1, greedy)
+
+
+def test_seeded_sampling_is_reproducible_and_respects_top_k(tiny_model):
+    prompt = torch.tensor([[40, 367]])
+
+    def sample(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return generate(tiny_model, prompt, 10, 32, temperature=1.0, top_k=5, generator=gen)
+
+    assert torch.equal(sample(1), sample(1))
+    # every sampled token is among the 5 most likely at its step
+    out = sample(2)
+    for t in range(2, out.shape[1]):
+        logits = tiny_model(out[:, :t])[:, -1, :]
+        assert out[0, t].item() in torch.topk(logits, 5).indices[0].tolist()
+
+
+def test_eos_stops_generation(tiny_model):
+    prompt = torch.tensor([[40, 367]])
+    greedy = generate(tiny_model, prompt, 10, 32)
+    eos = greedy[0, 4].item()  # the third generated token, used as end-of-sequence
+    out = generate(tiny_model, prompt, 10, 32, eos_id=eos)
+    first_eos = (greedy[0, 2:] == eos).nonzero()[0].item() + 2
+    assert torch.equal(out, greedy[:, : first_eos + 1])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"temperature": -0.5}, "temperature must be"),
+        ({"temperature": float("nan")}, "temperature must be"),
+        ({"top_k": 0}, "top_k must be"),
+        ({"top_k": 2.5}, "top_k must be"),
+        ({"top_p": 0.0}, "top_p must be"),
+        ({"top_p": 1.5}, "top_p must be"),
+    ],
+)
+def test_invalid_decoding_settings_raise(tiny_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        generate(tiny_model, torch.tensor([[1, 2]]), 3, 32, **kwargs)
+
+
+def test_empty_prompt_raises(tiny_model):
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(tiny_model, torch.zeros((1, 0), dtype=torch.long), 3, 32)
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0]])
+    assert torch.isfinite(apply_top_k(logits, 2)).tolist() == [[True, False, True, False]]
+    probs = torch.softmax(logits, -1)[0].tolist()  # about .64 .09 .24 .03
+    assert torch.isfinite(apply_top_p(logits, 0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(apply_top_p(logits, probs[0] + probs[2] - 1e-6)).tolist() == [
+        [True, False, True, False]
+    ]
+    assert torch.isfinite(apply_top_p(logits, 1.0)).all()
+
+
+# --- GPT-2 weights: parity with transformers --------------------------------------------
+
+
+def _hf_checkpoint(tmp_path, **config):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1234)
+    hf = GPT2LMHeadModel(GPT2Config(**config)).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    return hf
+
+
+TINY_HF = {"n_embd": 48, "n_layer": 3, "n_head": 4, "n_positions": 64, "vocab_size": 50257}
+FULL_124M_HF = {
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+    "n_positions": 1024,
+    "vocab_size": 50257,
+}
+
+
+@pytest.mark.parametrize(
+    "config,size", [(TINY_HF, None), (FULL_124M_HF, "124M")], ids=["tiny", "124M"]
+)
+def test_loader_matches_transformers(tmp_path, config, size):
+    hf = _hf_checkpoint(tmp_path, **config)
+    ours = load_gpt2(tmp_path, size=size)
+    tokens = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        hf_logits = hf(tokens).logits
+        our_logits = ours(tokens)
+    assert (hf_logits - our_logits).abs().max().item() <= 1e-4
+    targets = torch.roll(tokens, -1, dims=1)
+    hf_loss = torch.nn.functional.cross_entropy(hf_logits.flatten(0, 1), targets.flatten())
+    our_loss = calc_loss_batch(tokens, targets, ours, "cpu")
+    assert abs(hf_loss.item() - our_loss.item()) <= 1e-5
+    prompt = tokens[:1, :4]
+    hf_greedy = hf.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=50256)
+    assert torch.equal(generate(ours, prompt, 20, config["n_positions"]), hf_greedy)
+
+
+def test_loader_names_first_mismatching_tensor(tmp_path):
+    _hf_checkpoint(tmp_path, **TINY_HF)
+    with pytest.raises(ValueError, match=r"'wte.weight'.*\(50257, 48\).*\(50257, 768\)"):
+        load_gpt2(tmp_path, size="124M")
+    with pytest.raises(ValueError, match="choose one of 124M, 355M, 774M, 1558M"):
+        load_gpt2(tmp_path, size="125M")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_gpt2(tmp_path / "missing")
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "GPT_COURSE_MODE": "test"}
+    return subprocess.run(
+        [sys.executable, "-m", "ch05_pretraining", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_help():
+    out = _cli("--help", cwd=None)
+    assert out.returncode == 0 and "train" in out.stdout and "generate" in out.stdout
+    out = _cli("train", "--help", cwd=None)
+    assert out.returncode == 0 and "--resume" in out.stdout
+
+
+def test_cli_train_resume_and_generate(tmp_path, verdict_text):
+    (tmp_path / "story.txt").write_text(verdict_text[:6000], encoding="utf-8")
+    common = ["--text", "story.txt", "--out", "ckpt", "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
+              "--context-length", "32", "--batch-size", "4"]  # fmt: skip
+    out = _cli("train", *common, "--epochs", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    out = _cli("train", *common, "--epochs", "2", "--resume", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "resuming ckpt after epoch 1" in out.stdout
+    meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+    assert meta["training_state"]["epoch"] == 2
+    out = _cli(
+        "generate",
+        "--checkpoint",
+        "ckpt",
+        "--prompt",
+        "Every effort",
+        "--max-new-tokens",
+        "5",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Every effort")
+    out = _cli("generate", "--checkpoint", "ckpt", "--prompt", "x", "--top-p", "2", cwd=tmp_path)
+    assert out.returncode != 0 and "top_p must be in (0, 1]" in out.stderr
+
+
+def test_cli_generate_with_gpt2_uses_the_standin_in_test_mode(tmp_path):
+    env_cache = {"GPT_COURSE_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ch05_pretraining", "generate", "--gpt2", "124M", "--prompt", "Hello", "--max-new-tokens", "3"],
+        env={**os.environ, "GPT_COURSE_MODE": "test", **env_cache}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "TEST MODE" in out.stderr and out.stdout.startswith("Hello")

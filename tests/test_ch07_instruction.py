@@ -1,0 +1,724 @@
+"""Chapter 7: instruction data, prompts, collate, scores, the judge client, streaming, the CLI."""
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from itertools import combinations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ch04_gpt_model.gpt_model import GPTModel
+from ch05_pretraining.pretraining import generate, save_checkpoint
+from ch07_instruction.instruction import (
+    END_OF_TEXT_ID,
+    InstructionDataError,
+    InstructionDataset,
+    JudgeReplyError,
+    JudgeUnavailableError,
+    config_from_model,
+    custom_collate_fn,
+    decode_incrementally,
+    extract_response,
+    format_input,
+    format_prompt,
+    judge_responses,
+    lcs_length,
+    load_instruction_data,
+    load_responses,
+    mean_rouge_l,
+    ollama_status,
+    parse_judge_score,
+    query_ollama,
+    response_token_loss,
+    rouge_l,
+    save_responses,
+    split_instruction_data,
+    stream_token_ids,
+    validate_instruction_data,
+    write_json_atomically,
+)
+from shared import fetch, gpt2_tokenizer
+
+TINY = {
+    "vocab_size": 50257,
+    "context_length": 128,
+    "emb_dim": 16,
+    "n_heads": 2,
+    "n_layers": 1,
+    "drop_rate": 0.0,
+    "qkv_bias": False,
+}
+RECORD = {"instruction": "Name a primary color.", "input": "", "output": "Red is a primary color."}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(7)
+    return GPTModel(TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def instruction_data():
+    return load_instruction_data(fetch("instruction-data"))
+
+
+# --- collate: padding, shifting, masking ------------------------------------------------
+
+# 50256 may occur inside a text (a real end-of-text token): masking must go by length, not value
+token_ids = st.lists(st.integers(0, END_OF_TEXT_ID), min_size=1, max_size=12)
+batches = st.lists(token_ids, min_size=1, max_size=5)
+
+
+def expected_rows(seq, longest):
+    n = len(seq)
+    inputs = seq + [END_OF_TEXT_ID] * (longest - n)
+    targets = seq[1:] + [END_OF_TEXT_ID] + [-100] * (longest - n)
+    return inputs, targets
+
+
+@given(batch=batches, limit=st.one_of(st.none(), st.integers(1, 14)))
+def test_collate_pads_shifts_and_ignores_all_padding_but_the_first(batch, limit):
+    inputs, targets = custom_collate_fn(batch, allowed_max_length=limit)
+    longest = max(len(seq) for seq in batch)
+    width = longest if limit is None else min(longest, limit)
+    assert inputs.shape == targets.shape == (len(batch), width)
+    assert inputs.dtype == targets.dtype == torch.long
+    for row, seq in enumerate(batch):
+        want_inputs, want_targets = expected_rows(seq, longest)
+        assert inputs[row].tolist() == want_inputs[:width]
+        assert targets[row].tolist() == want_targets[:width]
+        # shifted by one: wherever a target is a real token, it is the next input
+        for t in range(width - 1):
+            if t + 1 < len(seq):
+                assert targets[row, t] == inputs[row, t + 1]
+
+
+@given(seq=token_ids)
+def test_a_batch_of_one_has_no_ignored_targets(seq):
+    inputs, targets = custom_collate_fn([seq])
+    assert inputs.tolist() == [seq]
+    assert targets.tolist() == [seq[1:] + [END_OF_TEXT_ID]]
+    assert not (targets == -100).any()
+
+
+@given(length=st.integers(1, 12), rows=st.integers(1, 4), data=st.data())
+def test_sequences_at_the_maximum_length_are_not_masked(length, rows, data):
+    batch = [
+        data.draw(st.lists(st.integers(0, 50256), min_size=length, max_size=length))
+        for _ in range(rows)
+    ]
+    inputs, targets = custom_collate_fn(batch)
+    assert inputs.shape == (rows, length)
+    assert not (targets == -100).any()
+    assert (targets[:, -1] == END_OF_TEXT_ID).all()  # every row ends with its end-of-text target
+
+
+@given(batch=batches, limit=st.integers(1, 14))
+def test_allowed_max_length_keeps_a_prefix(batch, limit):
+    full_inputs, full_targets = custom_collate_fn(batch)
+    inputs, targets = custom_collate_fn(batch, allowed_max_length=limit)
+    assert torch.equal(inputs, full_inputs[:, :limit])
+    assert torch.equal(targets, full_targets[:, :limit])
+    assert inputs.shape[1] == min(limit, full_inputs.shape[1])
+
+
+@given(data=st.data(), batch=batches)
+def test_masking_the_instruction_ignores_exactly_the_prompt_targets(data, batch):
+    prompt_lengths = [data.draw(st.integers(1, len(seq))) for seq in batch]
+    pairs = list(zip(batch, prompt_lengths, strict=True))
+    plain_inputs, plain_targets = custom_collate_fn(batch)
+    inputs, targets = custom_collate_fn(pairs, mask_instruction=True)
+    assert torch.equal(inputs, plain_inputs)
+    for row, p in enumerate(prompt_lengths):
+        assert (targets[row, : p - 1] == -100).all()
+        assert torch.equal(targets[row, p - 1 :], plain_targets[row, p - 1 :])
+    # pairs without mask_instruction behave like plain sequences
+    assert torch.equal(custom_collate_fn(pairs)[1], plain_targets)
+
+
+def test_padding_does_not_change_an_examples_loss(tiny_model):
+    short, long = [10, 20, 30], [1, 2, 3, 4, 5, 6, 7, 8]
+    ce = torch.nn.functional.cross_entropy
+
+    def summed_loss(batch, row):
+        inputs, targets = custom_collate_fn(batch)
+        with torch.no_grad():
+            losses = ce(tiny_model(inputs).flatten(0, 1), targets.flatten(), reduction="none")
+        return losses.view(targets.shape)[row].sum()
+
+    torch.testing.assert_close(summed_loss([short, long], 0), summed_loss([short], 0))
+
+
+def test_collate_errors():
+    with pytest.raises(ValueError, match="empty batch"):
+        custom_collate_fn([])
+    with pytest.raises(ValueError, match="item 1 of the batch must be a non-empty"):
+        custom_collate_fn([[1, 2], []])
+    with pytest.raises(ValueError, match=r"item 0 .* no prompt length.*with_prompt_length=True"):
+        custom_collate_fn([[1, 2, 3]], mask_instruction=True)
+
+
+def test_a_tuple_of_token_ids_is_a_sequence_not_a_pair():
+    inputs, targets = custom_collate_fn([(5, 7), [1, 2, 3]])
+    assert inputs.tolist() == [[5, 7, END_OF_TEXT_ID], [1, 2, 3]]
+    assert targets.tolist() == [[7, END_OF_TEXT_ID, -100], [2, 3, END_OF_TEXT_ID]]
+
+
+def test_collate_puts_tensors_on_the_device():
+    inputs, targets = custom_collate_fn([[1, 2]], device="meta")
+    assert inputs.device.type == targets.device.type == "meta"
+
+
+# --- prompts and data ------------------------------------------------------------------------
+
+PREAMBLE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+
+
+def test_format_input_with_and_without_input():
+    with_input = {"instruction": "Fix the spelling.", "input": "freind", "output": "friend"}
+    assert format_input(with_input) == (
+        f"{PREAMBLE}\n\n### Instruction:\nFix the spelling.\n\n### Input:\nfreind"
+    )
+    assert format_input(RECORD) == f"{PREAMBLE}\n\n### Instruction:\nName a primary color."
+    assert "### Input" not in format_input(RECORD)
+    assert format_prompt(with_input) == format_input(with_input) + "\n\n### Response:\n"
+
+
+@pytest.mark.parametrize(
+    "bad_record,match",
+    [
+        ({"instruction": "x", "input": ""}, r"record 3 has no 'output' key"),
+        ({"input": "", "output": "y"}, r"record 3 has no 'instruction' key"),
+        (
+            {"instruction": "x", "input": None, "output": "y"},
+            r"record 3: 'input' must be a string, got NoneType",
+        ),
+        (
+            {"instruction": "x", "input": "", "output": 5},
+            r"record 3: 'output' must be a string, got int",
+        ),
+        (["x", "", "y"], r"record 3 is a list, expected an object"),
+    ],
+)
+def test_malformed_record_names_its_index(bad_record, match):
+    records = [dict(RECORD) for _ in range(3)] + [bad_record] + [dict(RECORD)]
+    with pytest.raises(InstructionDataError, match=match):
+        validate_instruction_data(records)
+
+
+def test_malformed_files(tmp_path):
+    (tmp_path / "object.json").write_text('{"instruction": "x"}', encoding="utf-8")
+    with pytest.raises(InstructionDataError, match="must be a JSON list"):
+        load_instruction_data(tmp_path / "object.json")
+    (tmp_path / "broken.json").write_text('[{"instruction": ', encoding="utf-8")
+    with pytest.raises(InstructionDataError, match="is not valid JSON"):
+        load_instruction_data(tmp_path / "broken.json")
+    records = [RECORD, {**RECORD, "output": ["not", "text"]}]
+    (tmp_path / "typed.json").write_text(json.dumps(records), encoding="utf-8")
+    with pytest.raises(InstructionDataError, match="record 1: 'output' must be a string"):
+        load_instruction_data(tmp_path / "typed.json")
+
+
+def test_the_data_set_loads_and_splits_85_5_10(instruction_data):
+    assert len(instruction_data) == 1100
+    train, val, test = split_instruction_data(instruction_data, seed=123)
+    assert (len(train), len(val), len(test)) == (935, 55, 110)
+    indices = list(range(1100))
+    parts = split_instruction_data(indices, seed=123)
+    assert sorted(sum(parts, [])) == indices  # disjoint and complete
+    assert split_instruction_data(indices, seed=123) == parts
+    assert split_instruction_data(indices, seed=124)[0] != parts[0]
+    with pytest.raises(ValueError, match="train_frac"):
+        split_instruction_data(indices, train_frac=0.95, test_frac=0.1)
+
+
+def test_dataset_splits_each_example_into_prompt_and_answer(tokenizer, instruction_data):
+    records = instruction_data[:20]
+    dataset = InstructionDataset(records, tokenizer, with_prompt_length=True)
+    assert len(dataset) == 20
+    for entry, (ids, prompt_length) in zip(records, dataset, strict=True):
+        assert tokenizer.decode(ids[:prompt_length]) == format_prompt(entry)
+        assert tokenizer.decode(ids[prompt_length:]) == entry["output"]
+        assert ids[:prompt_length] == tokenizer.encode(format_prompt(entry))  # as at inference
+    assert InstructionDataset(records, tokenizer)[0] == dataset[0][0]
+
+
+def test_extract_response():
+    assert extract_response("prompt\n\n### Response:\n Paris. <|endoftext|>junk") == "Paris."
+    assert extract_response("### Response:\nParis.\n### Instruction:\nMore") == "Paris."
+    prompt = format_prompt(RECORD)
+    assert extract_response(prompt + "Blue.", prompt=prompt) == "Blue."
+    with pytest.raises(ValueError, match="no '### Response:' header"):
+        extract_response("no header here")
+
+
+# --- offline scores ----------------------------------------------------------------------------
+
+
+def _lcs_brute_force(a, b):
+    for size in range(min(len(a), len(b)), 0, -1):
+        subsequences = {tuple(a[i] for i in picked) for picked in combinations(range(len(a)), size)}
+        if any(
+            tuple(b[i] for i in picked) in subsequences
+            for picked in combinations(range(len(b)), size)
+        ):
+            return size
+    return 0
+
+
+@given(st.lists(st.sampled_from("abc"), max_size=7), st.lists(st.sampled_from("abc"), max_size=7))
+def test_lcs_length_matches_brute_force(a, b):
+    assert lcs_length(a, b) == _lcs_brute_force(a, b) == lcs_length(b, a)
+
+
+words = st.lists(
+    st.sampled_from(["the", "cat", "sat", "on", "mat", "Paris", "is"]), max_size=8
+).map(" ".join)
+
+
+@given(words, words)
+def test_rouge_l_is_a_symmetric_score_between_0_and_1(a, b):
+    score = rouge_l(a, b)
+    assert 0.0 <= score <= 1.0
+    assert score == pytest.approx(rouge_l(b, a))
+    assert rouge_l(a, a) == 1.0
+
+
+def test_rouge_l_values():
+    reference = "The capital of France is Paris."
+    assert rouge_l("the capital of france is paris", reference) == 1.0  # case and punctuation
+    assert rouge_l("Paris is the capital of France.", reference) == pytest.approx(4 / 6)
+    assert rouge_l("I like cheese.", reference) == 0.0
+    assert rouge_l("", reference) == 0.0
+    entries = [{**RECORD, "model_response": RECORD["output"]}, {**RECORD, "model_response": "No."}]
+    assert mean_rouge_l(entries) == pytest.approx(0.5)
+
+
+def test_response_token_loss_scores_only_answer_tokens(tokenizer, tiny_model):
+    records = [RECORD, {"instruction": "Add 2 and 3.", "input": "2, 3", "output": "5"}]
+    score = response_token_loss(tiny_model, records, tokenizer, batch_size=2)
+    total, count = 0.0, 0
+    for entry in records:
+        prompt = tokenizer.encode(format_prompt(entry))
+        full = prompt + tokenizer.encode(entry["output"]) + [END_OF_TEXT_ID]
+        with torch.no_grad():
+            log_probs = torch.log_softmax(tiny_model(torch.tensor([full[:-1]]))[0], dim=-1)
+        for position in range(len(prompt) - 1, len(full) - 1):
+            total -= log_probs[position, full[position + 1]].item()
+            count += 1
+    assert score["tokens"] == count
+    assert score["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert score["perplexity"] == pytest.approx(torch.tensor(total / count).exp().item(), rel=1e-5)
+
+
+def test_config_from_model_rebuilds_the_model(tiny_model):
+    config = config_from_model(tiny_model)
+    assert config == TINY
+    rebuilt = GPTModel(config)
+    rebuilt.load_state_dict(tiny_model.state_dict())
+
+
+# --- saving answers ----------------------------------------------------------------------------
+
+
+def test_responses_round_trip_and_atomic_writes(tmp_path):
+    entries = [{**RECORD, "model_response": "Blue is a primary color. 🎨"}]
+    path = save_responses(tmp_path / "answers.json", entries)
+    assert load_responses(path) == entries
+    with pytest.raises(InstructionDataError, match="record 0 has no text under 'model_response'"):
+        save_responses(tmp_path / "other.json", [RECORD])
+    write_json_atomically(tmp_path / "plain.json", [RECORD])
+    with pytest.raises(
+        InstructionDataError, match="record 0 of .* has no text under 'model_response'"
+    ):
+        load_responses(tmp_path / "plain.json")
+    # a write that fails half-way leaves the old file and no temporary file behind
+    with pytest.raises(TypeError):
+        write_json_atomically(path, [{"fine": 1}, {"not json": object()}])
+    assert load_responses(path) == entries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.json", "plain.json"]
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+
+def test_stream_token_ids_yields_the_tokens_of_generate(tiny_model):
+    prompt = torch.tensor([[40, 367, 2885]])
+    greedy = generate(tiny_model, prompt, 12, TINY["context_length"])[0, 3:].tolist()
+    assert list(stream_token_ids(tiny_model, prompt, 12, TINY["context_length"])) == greedy
+    eos = greedy[3]  # the fourth token plays end-of-text: streaming stops before it
+    streamed = list(stream_token_ids(tiny_model, prompt, 12, TINY["context_length"], eos_id=eos))
+    assert streamed == greedy[: greedy.index(eos)]
+
+    def sampled(fn):
+        gen = torch.Generator().manual_seed(3)
+        return fn(
+            tiny_model, prompt, 8, TINY["context_length"], temperature=1.0, top_k=20, generator=gen
+        )
+
+    assert list(sampled(stream_token_ids)) == sampled(generate)[0, 3:].tolist()
+    with pytest.raises(ValueError, match=r"shape \(1, tokens\)"):
+        next(stream_token_ids(tiny_model, torch.zeros((2, 3), dtype=torch.long), 4, 32))
+    with pytest.raises(ValueError, match="temperature must be"):
+        next(stream_token_ids(tiny_model, prompt, 4, 32, temperature=-1.0))
+
+
+text_without_surrogates = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@given(text=text_without_surrogates)
+def test_decode_incrementally_never_splits_characters(tokenizer, text):
+    ids = tokenizer.encode(text, disallowed_special=())
+    pieces = list(decode_incrementally(ids, tokenizer))
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in piece for piece in pieces) or "\ufffd" in text
+
+
+def test_decode_incrementally_on_split_characters(tokenizer):
+    ids = tokenizer.encode("Grüße 🦙 中文")
+    assert any("\ufffd" in tokenizer.decode([t]) for t in ids)  # one token alone is broken
+    assert "".join(decode_incrementally(ids, tokenizer)) == "Grüße 🦙 中文"
+
+
+# --- the LLM judge client against a real local HTTP server --------------------------------------
+
+
+class _FakeOllama(http.server.BaseHTTPRequestHandler):
+    """Speaks enough of Ollama's API: GET /api/tags and POST /api/chat, in several moods."""
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def _reply(self, status, body, content_type="application/json"):
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/api/tags":
+            self._reply(200, json.dumps({"models": [{"name": "llama3:latest"}]}))
+        else:
+            self._reply(404, "not found", "text/plain")
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(request)
+        mode = self.server.mode
+        if mode == "slow":
+            time.sleep(1.5)
+        if mode in ("ok", "slow"):
+            message = {
+                "model": request["model"],
+                "message": {"role": "assistant", "content": "Score: 87"},
+                "done": True,
+            }
+            self._reply(200, json.dumps(message))
+        elif mode == "stream":
+            chunks = [
+                {"message": {"content": "9"}, "done": False},
+                {"message": {"content": "1"}, "done": False},
+            ]
+            chunks.append({"done": True, "total_duration": 123})
+            self._reply(
+                200, "\n".join(json.dumps(c) for c in chunks) + "\n", "application/x-ndjson"
+            )
+        elif mode == "not-json":
+            self._reply(200, "<html>I am not Ollama</html>", "text/html")
+        elif mode == "missing-fields":
+            self._reply(200, json.dumps({"model": "llama3", "created_at": "now"}))
+        elif mode == "no-number":
+            self._reply(
+                200,
+                json.dumps(
+                    {"message": {"role": "assistant", "content": "A fine answer!"}, "done": True}
+                ),
+            )
+        elif mode == "model-missing":
+            self._reply(
+                404, json.dumps({"error": "model 'llama3' not found, try pulling it first"})
+            )
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # the timeout test hangs up on purpose
+        pass
+
+
+@pytest.fixture
+def fake_ollama():
+    server = _QuietServer(("127.0.0.1", 0), _FakeOllama)
+    server.mode, server.requests = "ok", []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens here any more: connections are refused
+
+
+ANSWERED = [
+    {**RECORD, "model_response": "Blue."},
+    {**RECORD, "model_response": "Red is a primary color."},
+]
+
+
+def test_judge_scores_answers_through_the_chat_api(fake_ollama):
+    assert ollama_status(fake_ollama.url, "llama3", timeout=2)[0]
+    report = judge_responses(ANSWERED, url=fake_ollama.url, timeout=5)
+    assert report.scores == [87, 87] and report.mean == 87 and report.problems == []
+    request = fake_ollama.requests[0]
+    assert request["model"] == "llama3" and request["stream"] is False
+    prompt = request["messages"][0]["content"]
+    assert "Red is a primary color." in prompt and "Blue." in prompt and "0 to 100" in prompt
+
+
+def test_judge_reads_streamed_json_lines(fake_ollama):
+    fake_ollama.mode = "stream"
+    assert query_ollama("grade this", url=fake_ollama.url, timeout=5) == "91"
+
+
+@pytest.mark.parametrize(
+    "mode,error,match",
+    [
+        ("not-json", JudgeReplyError, "not JSON"),
+        ("missing-fields", JudgeReplyError, "no message.content"),
+        ("model-missing", JudgeUnavailableError, "HTTP 404.*ollama pull llama3"),
+    ],
+)
+def test_malformed_judge_replies_are_clear_errors(fake_ollama, mode, error, match):
+    fake_ollama.mode = mode
+    with pytest.raises(error, match=match):
+        query_ollama("grade this", url=fake_ollama.url, timeout=5)
+
+
+def test_replies_without_a_score_are_skipped_not_guessed(fake_ollama):
+    fake_ollama.mode = "no-number"
+    report = judge_responses(ANSWERED[:1], url=fake_ollama.url, timeout=5)
+    assert report.scores == [None] and report.mean is None
+    assert "record 0" in report.problems[0] and "no score" in report.problems[0]
+    fake_ollama.mode = "not-json"
+    report = judge_responses(ANSWERED, url=fake_ollama.url, timeout=5)
+    assert report.scores == [None, None] and "not JSON" in report.problems[1]
+
+
+def test_a_slow_judge_times_out_instead_of_hanging(fake_ollama):
+    fake_ollama.mode = "slow"
+    start = time.perf_counter()
+    with pytest.raises(JudgeUnavailableError, match="timed out"):
+        query_ollama("grade this", url=fake_ollama.url, timeout=0.3)
+    assert time.perf_counter() - start < 1.4
+
+
+def test_a_missing_judge_model_is_reported(fake_ollama):
+    ready, message = ollama_status(fake_ollama.url, "mistral", timeout=2)
+    assert not ready and "has no model 'mistral'" in message and "ollama pull mistral" in message
+
+
+def test_refused_connection_explains_how_to_start_ollama():
+    url = _closed_port_url()
+    ready, message = ollama_status(url, timeout=1)
+    assert not ready and "ollama serve" in message and "ollama pull llama3" in message
+    with pytest.raises(JudgeUnavailableError, match="no answer from an Ollama server"):
+        query_ollama("grade this", url=url, timeout=1)
+    with pytest.raises(JudgeUnavailableError):
+        judge_responses(ANSWERED, url=url, timeout=1)
+
+
+def test_a_server_that_does_not_speak_http_is_not_ollama():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer_garbage():
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"hello, I am a chat server\r\n\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        assert ollama_status(url, timeout=2)[0] is False
+        with pytest.raises(JudgeReplyError, match="does not speak HTTP"):
+            query_ollama("grade this", url=url, timeout=2)
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply,score",
+    [
+        ("85", 85),
+        (" 100.\n", 100),
+        ("Score: 72", 72),
+        ("I would rate it 40/100.", 40),
+        ("On a scale from 0 to 100, this deserves 90.", 90),
+        ("The answer is correct and complete: 95", 95),
+        ("Score of 0 to 100: 12 out of 100", 12),
+    ],
+)
+def test_parse_judge_score(reply, score):
+    assert parse_judge_score(reply) == score
+
+
+@pytest.mark.parametrize("reply", ["A fine answer!", "", "I give it 150", "-"])
+def test_parse_judge_score_without_a_score(reply):
+    with pytest.raises(JudgeReplyError, match="no score from 0 to 100"):
+        parse_judge_score(reply)
+
+
+# --- command line --------------------------------------------------------------------------------
+# `python -m ch07_instruction` runs in subprocesses for --help, finetune and chat; respond and
+# evaluate run through the same main() in this process, which saves several interpreter starts.
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return {**os.environ, "GPT_COURSE_MODE": "test", "GPT_COURSE_CACHE": str(cache)}
+
+
+def _cli(*args, env, cwd=None, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ch07_instruction", *args],
+        cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_cli_help(cli_env, capsys):
+    from ch07_instruction.__main__ import build_parser
+
+    out = _cli("--help", env=cli_env)
+    assert out.returncode == 0
+    for command in ("finetune", "respond", "evaluate", "chat"):
+        assert command in out.stdout
+    for command, options in [("finetune", ["--mask-instruction", "--lr", "--size"]),
+                             ("evaluate", ["--ollama-url", "--judge-model"])]:  # fmt: skip
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([command, "--help"])
+        assert exited.value.code == 0
+        printed = capsys.readouterr().out
+        assert all(option in printed for option in options)
+
+
+def test_cli_finetune_respond_evaluate(tmp_path, cli_env, fake_ollama, monkeypatch, capsys):
+    from ch07_instruction.__main__ import main
+
+    out = _cli("finetune", "--out", "ckpt", "--train-subset", "8", "--val-subset", "4", "--batch-size", "4",
+               "--epochs", "1", "--mask-instruction", env=cli_env, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "TEST MODE" in out.stderr and "prompt tokens masked" in out.stdout
+    info = json.loads((tmp_path / "ckpt" / "finetune.json").read_text())
+    assert info["mask_instruction"] is True and info["train_examples"] == 8
+    meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+    assert meta["training_state"]["epoch"] == 1
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GPT_COURSE_CACHE", cli_env["GPT_COURSE_CACHE"])
+    assert (
+        main(
+            [
+                "respond",
+                "--checkpoint",
+                "ckpt",
+                "--out",
+                "answers.json",
+                "--limit",
+                "2",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
+    answers = load_responses(tmp_path / "answers.json")
+    _, _, test = split_instruction_data(load_instruction_data(fetch("instruction-data")), seed=123)
+    assert [a["instruction"] for a in answers] == [t["instruction"] for t in test[:2]]
+    capsys.readouterr()
+
+    evaluate = [
+        "evaluate",
+        "--checkpoint",
+        "ckpt",
+        "--responses",
+        "answers.json",
+        "--out",
+        "scores.json",
+    ]
+    assert main([*evaluate, "--ollama-url", _closed_port_url()]) == 0
+    printed = capsys.readouterr().out
+    assert "ROUGE-L" in printed and "perplexity" in printed
+    assert "LLM judge skipped" in printed and "ollama serve" in printed
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["records"] == 2 and scores["answer_perplexity"] > 1 and "judge_mean" not in scores
+
+    assert main([*evaluate, "--ollama-url", fake_ollama.url]) == 0
+    assert "mean score 87.0 over 2 of 2 answers" in capsys.readouterr().out
+    assert json.loads((tmp_path / "scores.json").read_text())["judge_scores"] == [87, 87]
+
+
+def test_cli_reports_a_missing_checkpoint(tmp_path, monkeypatch):
+    from ch07_instruction.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="error: nowhere is not a checkpoint folder"):
+        main(["respond", "--checkpoint", "nowhere", "--out", "a.json"])
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, tiny_model):
+    folder = tmp_path_factory.mktemp("chat") / "tiny"
+    save_checkpoint(folder, tiny_model, config=config_from_model(tiny_model))
+    return folder
+
+
+def _expected_chat_answer(model, tokenizer, instruction, max_new_tokens):
+    idx = torch.tensor([tokenizer.encode(format_prompt({"instruction": instruction, "input": ""}))])
+    out = generate(model, idx, max_new_tokens, TINY["context_length"], eos_id=END_OF_TEXT_ID)
+    return tokenizer.decode([t for t in out[0, idx.shape[1] :].tolist() if t != END_OF_TEXT_ID])
+
+
+def test_chat_streams_an_answer_and_ends_on_eof(tiny_checkpoint, tiny_model, tokenizer, cli_env):
+    out = _cli("chat", "--checkpoint", str(tiny_checkpoint), "--max-new-tokens", "6",
+               env=cli_env, stdin="Name a color.\n\nWhat is 2 + 2?\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    first = _expected_chat_answer(tiny_model, tokenizer, "Name a color.", 6)
+    second = _expected_chat_answer(tiny_model, tokenizer, "What is 2 + 2?", 6)
+    assert first.strip()
+    assert f"model> {first}\n" in out.stdout and f"model> {second}\n" in out.stdout
+    assert out.stdout.count("model> ") == 2  # the empty line is skipped
+
+
+@pytest.mark.parametrize("word", ["exit", "QUIT"])
+def test_chat_ends_on_exit(tiny_checkpoint, cli_env, word):
+    out = _cli("chat", "--checkpoint", str(tiny_checkpoint), "--max-new-tokens", "3",
+               env=cli_env, stdin=f"Name a color.\n{word}\nName another color.\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("model> ") == 1

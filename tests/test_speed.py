@@ -1,0 +1,212 @@
+"""Chapter 5 speed options: KV cache, fused attention, training options. Same results, faster."""
+
+import pytest
+import torch
+
+from ch03_attention.attention import MultiHeadAttention
+from ch04_gpt_model.gpt_model import GPTModel
+from ch05_pretraining.pretraining import calc_loss_batch, generate
+from ch05_pretraining.speed import (
+    CachedDecoder,
+    KVCache,
+    adamw_param_groups,
+    generate_cached,
+    hide_padded_vocab,
+    make_training_setup,
+    padded_vocab_size,
+    stream_generate,
+    use_sdpa_attention,
+)
+
+CFG = {
+    "vocab_size": 50257,
+    "context_length": 24,
+    "emb_dim": 32,
+    "n_heads": 4,
+    "n_layers": 2,
+    "drop_rate": 0.0,
+    "qkv_bias": True,
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(11)
+    m = GPTModel(CFG).eval()
+    m.out_head.weight = m.tok_emb.weight
+    return m
+
+
+PROMPTS = [
+    (torch.tensor([[5, 17, 923]]), 12),  # short prompt
+    (torch.tensor([[1, 2, 3, 4], [50000, 7, 7, 7]]), 10),  # a batch
+    (torch.arange(100, 120).unsqueeze(0), 4),  # runs exactly to the full context (24)
+    (torch.tensor([[42]]), 23),  # one token, then fill the context
+]
+
+
+@pytest.mark.parametrize("strategy", KVCache.STRATEGIES)
+@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("prompt,new", PROMPTS)
+def test_cached_greedy_equals_uncached(model, prompt, new, strategy, transpose):
+    decoder = CachedDecoder(model, cache_strategy=strategy, transpose_weights=transpose)
+    cached = generate_cached(model, prompt, new, decoder=decoder)
+    assert torch.equal(cached, generate(model, prompt, new, context_size=CFG["context_length"]))
+
+
+def test_decoder_is_reset_between_prompts(model):
+    decoder = CachedDecoder(model)
+    first = generate_cached(model, torch.tensor([[3, 4, 5]]), 6, decoder=decoder)
+    generate_cached(model, torch.tensor([[9, 9]]), 6, decoder=decoder)
+    assert torch.equal(generate_cached(model, torch.tensor([[3, 4, 5]]), 6, decoder=decoder), first)
+
+
+def test_cached_logits_match_the_full_forward(model):
+    tokens = torch.randint(0, 50257, (2, 10), generator=torch.Generator().manual_seed(0))
+    decoder = CachedDecoder(model)
+    decoder.forward(tokens[:, :6])
+    step_logits = [decoder.forward(tokens[:, i : i + 1]) for i in range(6, 10)]
+    with torch.no_grad():
+        full = model(tokens)
+    for i, logits in zip(range(6, 10), step_logits, strict=True):
+        torch.testing.assert_close(logits, full[:, i, :], rtol=1e-4, atol=1e-4)
+
+
+def test_context_full_stop_and_slide(model):
+    prompt = torch.arange(1, 21).unsqueeze(0)  # 20 of 24 positions used
+    stopped = list(stream_generate(model, prompt, 10, on_full="stop"))
+    assert len(stopped) == 5  # 4 fill the cache, the 5th comes from the full cache's logits
+    slid = list(stream_generate(model, prompt, 10, on_full="slide"))
+    assert len(slid) == 10
+    reference = generate(model, prompt, 5, context_size=24)[0, 20:]
+    assert torch.equal(torch.stack(slid[:5], 1)[0], reference)  # identical until the context fills
+    with pytest.raises(ValueError, match="on_full must be"):
+        next(stream_generate(model, prompt, 1, on_full="wrap"))
+
+
+def test_stream_stops_at_eos_and_validates_settings(model):
+    prompt = torch.tensor([[5, 6]])
+    greedy = generate(model, prompt, 8, 24)[0, 2:]
+    eos = greedy[2].item()
+    streamed = list(stream_generate(model, prompt, 8, eos_id=eos))
+    first = (greedy == eos).nonzero()[0].item()
+    assert [t.item() for t in streamed] == greedy[: first + 1].tolist()
+    with pytest.raises(ValueError, match="top_p must be"):
+        next(stream_generate(model, prompt, 3, top_p=0.0))
+
+
+def test_sampling_with_cache_matches_uncached_sampling(model):
+    prompt = torch.tensor([[8, 9, 10]])
+    kwargs = dict(temperature=0.9, top_k=20, top_p=0.95)
+    cached = generate_cached(
+        model, prompt, 10, generator=torch.Generator().manual_seed(4), **kwargs
+    )
+    plain = generate(model, prompt, 10, 24, generator=torch.Generator().manual_seed(4), **kwargs)
+    assert torch.equal(cached, plain)
+
+
+# --- fused attention ---------------------------------------------------------------------
+
+
+def test_sdpa_path_equals_from_scratch_attention_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 16, context_length=12, dropout=0.0, num_heads=4, qkv_bias=True)
+    x = torch.randn(3, 12, 16)
+    keys_before = list(mha.state_dict())
+    reference = mha(x)
+    mha.use_sdpa = True
+    torch.testing.assert_close(mha(x), reference, rtol=1e-5, atol=1e-6)
+    assert list(mha.state_dict()) == keys_before
+
+
+def test_use_sdpa_attention_switches_a_whole_model(model):
+    tokens = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model(tokens)
+        use_sdpa_attention(model, True)
+        fused = model(tokens)
+        use_sdpa_attention(model, False)
+    torch.testing.assert_close(fused, reference, rtol=1e-4, atol=1e-4)
+    assert all(not m.use_sdpa for m in model.modules() if isinstance(m, MultiHeadAttention))
+    with pytest.raises(ValueError, match="no MultiHeadAttention"):
+        use_sdpa_attention(torch.nn.Linear(2, 2))
+
+
+def test_state_dict_keys_are_the_same_for_every_speed_option():
+    keys = set(GPTModel(CFG).state_dict())
+    for options in [{}, {"tie_weights": True}, {"pad_vocab": True}]:
+        model, _, _ = make_training_setup(CFG, "cpu", **options)
+        assert set(model.state_dict()) == keys
+
+
+# --- training options ------------------------------------------------------------------------
+
+
+def test_weight_decay_only_on_matrices():
+    model, optimizer, autocast_dtype = make_training_setup(CFG, "cpu", tie_weights=True)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(
+        p.dim() < 2 for p in no_decay["params"]
+    )
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert autocast_dtype is None  # bf16 autocast is for GPUs only
+    groups = adamw_param_groups(model, 0.05)
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
+
+
+@pytest.mark.parametrize("vocab,expected", [(50257, 50304), (64, 64), (65, 128)])
+def test_padded_vocab_size(vocab, expected):
+    assert padded_vocab_size(vocab) == expected
+
+
+def test_padded_vocabulary_is_never_sampled_nor_counted():
+    torch.manual_seed(0)
+    model, _, _ = make_training_setup(CFG, "cpu", pad_vocab=True)
+    assert model.out_head.out_features == 50304
+    with torch.no_grad():  # make a padded id the most likely output, if it were visible
+        model.out_head.weight[50300].fill_(5.0)
+    tokens = torch.randint(0, 50257, (2, 8))
+    logits = model(tokens)
+    assert logits.shape[-1] == 50257
+    loss = calc_loss_batch(tokens, torch.roll(tokens, -1, 1), model, "cpu")
+    manual = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), torch.roll(tokens, -1, 1).flatten()
+    )
+    torch.testing.assert_close(loss, manual)
+    sampled = generate(
+        model.eval(),
+        tokens[:1, :3],
+        20,
+        24,
+        temperature=5.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert sampled.max().item() < 50257
+    assert torch.equal(
+        generate(model, tokens[:1, :3], 5, 24), generate_cached(model, tokens[:1, :3], 5)
+    )
+    with pytest.raises(ValueError, match="exceeds"):
+        hide_padded_vocab(model, 60000)
+
+
+def test_compiled_model_loss_equals_eager_loss():
+    small = {
+        **CFG,
+        "context_length": 8,
+        "emb_dim": 16,
+        "n_heads": 2,
+        "n_layers": 1,
+        "vocab_size": 128,
+    }
+    torch.manual_seed(0)
+    eager = GPTModel(small).eval()
+    tokens = torch.randint(0, 128, (2, 8))
+    targets = torch.roll(tokens, -1, 1)
+    reference = calc_loss_batch(tokens, targets, eager, "cpu")
+    try:
+        compiled = torch.compile(eager)
+        loss = calc_loss_batch(tokens, targets, compiled, "cpu")
+    except Exception as err:  # no C++ toolchain, unsupported platform, ...
+        pytest.skip(f"torch.compile is not supported here: {type(err).__name__}: {err}")
+    torch.testing.assert_close(loss, reference, rtol=1e-4, atol=1e-4)
