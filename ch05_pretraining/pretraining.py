@@ -157,6 +157,8 @@ def apply_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
 
 def apply_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of tokens whose probabilities sum to at least ``top_p``."""
+    if top_p >= 1.0:  # everything; float rounding must not drop the rarest tokens
+        return logits
     sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
     cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
     # drop a token when the tokens ranked above it already reach top_p (the top one always stays)
@@ -247,10 +249,57 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
+
+
+@contextmanager
+def atomic_folder(path) -> Iterator[Path]:
+    """Fill a temporary folder beside ``path``; on success it replaces ``path`` by renaming.
+
+    If the ``with`` block fails, the temporary folder is deleted and ``path`` is untouched.
+    Readers see the old folder or the complete new one. (Between the two renames that swap
+    an old folder out, it exists briefly as ``.<name>-old``; ``load_checkpoint`` finds it.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_atomically(path, data: bytes | str) -> Path:
+    """Write ``data`` to file ``path`` under a temporary name, flush it to disk, then rename.
+
+    Readers (and a run that was killed half-way) see the old file or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _optimizer_to_files(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -281,16 +330,15 @@ def save_checkpoint(
     config: dict | None = None,
     state: TrainingState | None = None,
     train_loader=None,
+    extra: dict | None = None,
 ) -> Path:
     """Write ``model`` (and optionally optimizer, config, training state) to folder ``path``.
 
     Files: model.safetensors, optimizer.safetensors, checkpoint.json. The folder appears
-    only once complete; an existing checkpoint at ``path`` is replaced.
+    only once complete; an existing checkpoint at ``path`` is replaced. ``extra`` is any
+    JSON-serialisable metadata a caller wants to keep with the checkpoint.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         # Tied weights (one tensor under two names) are stored once; loading re-ties them.
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         tied = "out_head.weight" in weights and model.out_head.weight is model.tok_emb.weight
@@ -305,27 +353,15 @@ def save_checkpoint(
         rng = {"torch": torch.get_rng_state()}
         if train_loader is not None and getattr(train_loader, "generator", None) is not None:
             rng["train_loader"] = train_loader.generator.get_state()
+        tensors = {f"rng.{k}": v for k, v in rng.items()}
         if optimizer is not None:
-            tensors, meta["optimizer"] = _optimizer_to_files(optimizer)
-            save_file(
-                {**tensors, **{f"rng.{k}": v for k, v in rng.items()}},
-                tmp / "optimizer.safetensors",
-            )
-        else:
-            save_file({f"rng.{k}": v for k, v in rng.items()}, tmp / "optimizer.safetensors")
+            optimizer_tensors, meta["optimizer"] = _optimizer_to_files(optimizer)
+            tensors.update(optimizer_tensors)
+        save_file(tensors, tmp / "optimizer.safetensors")
         meta["training_state"] = asdict(state) if state is not None else None
+        meta["extra"] = extra
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if path.exists():
-            old = path.with_name(f".{path.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def load_checkpoint(
@@ -335,9 +371,12 @@ def load_checkpoint(
 
     Builds a ``GPTModel`` from the stored config when ``model`` is None. Restores the
     optimizer, the torch RNG and the training loader's shuffling state when given.
-    Returns a dict with ``model``, ``config`` and ``state`` (a TrainingState or None).
+    Returns a dict with ``model``, ``config``, ``state`` (a TrainingState or None) and
+    ``extra`` (the caller's metadata, or None).
     """
     path = Path(path)
+    if not path.exists() and path.with_name(f".{path.name}-old").is_dir():
+        path = path.with_name(f".{path.name}-old")  # a save was cut off between its renames
     meta_file = path / "checkpoint.json"
     if not meta_file.is_file():
         raise FileNotFoundError(
@@ -374,12 +413,13 @@ def load_checkpoint(
         if train_loader is not None and "train_loader" in rng:
             train_loader.generator.set_state(rng["train_loader"])
     state = TrainingState(**meta["training_state"]) if meta.get("training_state") else None
-    return {"model": model, "config": meta.get("config"), "state": state}
+    return {
+        "model": model,
+        "config": meta.get("config"),
+        "state": state,
+        "extra": meta.get("extra"),
+    }
 
-
-from collections.abc import Iterator
-
-from safetensors import safe_open
 
 # Hugging Face Hub repositories of the four GPT-2 sizes, keyed like the chapter-4 presets.
 GPT2_HUB_REPOS = {
@@ -411,6 +451,12 @@ GPT2_WEIGHT_MAP = {
 }
 # Stored in some GPT-2 files but not weights: the causal mask buffers.
 _GPT2_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+import struct
+from itertools import chain
+
+from ch03_attention.attention import MultiHeadAttention
 
 
 def gpt2_config_from_hf(hf_config: dict, drop_rate: float = 0.0) -> dict:
@@ -447,6 +493,67 @@ def download_gpt2(size: str = "124M") -> Path:
     return Path(hf_hub_download(repo, "model.safetensors")).parent
 
 
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class SafetensorsReader:
+    """Read single tensors from a .safetensors file with plain file reads.
+
+    The format is simple: 8 bytes giving the header's length n (little-endian), n bytes of
+    JSON giving each tensor's dtype, shape and byte range, then the raw tensor bytes. Reading
+    a tensor straight into a new tensor's memory never maps the whole file into the process,
+    so loading costs the model's memory and not a second copy of the file.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._file = open(self.path, "rb")
+        try:
+            (header_size,) = struct.unpack("<Q", self._file.read(8))
+            self.header = json.loads(self._file.read(header_size))
+        except (struct.error, ValueError) as err:
+            self._file.close()
+            raise ValueError(f"{self.path} is not a safetensors file: {err}") from None
+        self.header.pop("__metadata__", None)
+        self._data_start = 8 + header_size
+
+    def keys(self) -> list[str]:
+        return list(self.header)
+
+    def shape(self, name: str) -> torch.Size:
+        return torch.Size(self.header[name]["shape"])
+
+    def read_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """Read tensor ``name`` into the contiguous tensor ``out`` (same dtype, same size)."""
+        entry = self.header[name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype != out.dtype or self.shape(name).numel() != out.numel():
+            raise ValueError(
+                f"{self.path}: tensor {name!r} is {entry['dtype']} {entry['shape']}, which does "
+                f"not fit a {out.dtype} tensor of {out.numel()} values"
+            )
+        begin, end = entry["data_offsets"]
+        buffer = out.view(-1).view(torch.uint8).numpy()  # the tensor's own bytes
+        self._file.seek(self._data_start + begin)
+        if end - begin != buffer.nbytes or self._file.readinto(buffer) != buffer.nbytes:
+            raise ValueError(f"{self.path} is truncated or damaged at tensor {name!r}")
+        return out
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        dtype = _SAFETENSORS_DTYPES.get(self.header[name]["dtype"])
+        if dtype is None:
+            raise ValueError(
+                f"{self.path}: tensor {name!r} has unsupported dtype {self.header[name]['dtype']}"
+            )
+        return self.read_into(name, torch.empty(self.shape(name), dtype=dtype))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
 def load_gpt2(
     checkpoint, size: str | None = None, drop_rate: float = 0.0, device="cpu"
 ) -> GPTModel:
@@ -471,45 +578,56 @@ def load_gpt2(
             )
         cfg = gpt2_config(size, drop_rate=drop_rate, qkv_bias=True)
 
-    model = GPTModel(cfg)
-    model.out_head.weight = model.tok_emb.weight  # GPT-2 ties the output head to the embedding
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = set()
-    with safe_open(weights_file, framework="pt") as f:
+    # Build the model on the "meta" device: shapes only, no memory, no random initialisation.
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+    expected = dict(model.named_parameters())
+    weights = {}
+    with SafetensorsReader(weights_file) as f:
         prefix = "transformer." if any(k.startswith("transformer.") for k in f.keys()) else ""
         stored = {k.removeprefix(prefix) for k in f.keys()} - {"lm_head.weight"}
+        # c_attn is read into one reusable buffer and split from there (no temporary copies)
+        scratch = torch.empty(max(f.shape(k).numel() for k in f.keys() if "c_attn" in k))
         for hf_name, our_name, how in _published_names(cfg["n_layers"]):
             if hf_name not in stored:
                 raise ValueError(
                     f"{weights_file} has no tensor {hf_name!r}; is it a GPT-2 checkpoint of the requested size?"
                 )
-            tensor = f.get_tensor(prefix + hf_name)
             if how and how.startswith("split"):  # c_attn holds q, k and v side by side
-                q, k, v = tensor.chunk(3, dim=-1)
+                shape = f.shape(prefix + hf_name)
+                fused = f.read_into(prefix + hf_name, scratch[: shape.numel()].view(shape))
                 pieces = {
-                    our_name.format(part=p): t
-                    for p, t in zip(("query", "key", "value"), (q, k, v), strict=True)
+                    our_name.format(part=p): t.clone(memory_format=torch.contiguous_format)
+                    for p, t in zip(("query", "key", "value"), fused.chunk(3, dim=-1), strict=True)
                 }
-            else:
-                pieces = {our_name: tensor}
+            else:  # read straight into a tensor of its own
+                pieces = {our_name: f.get_tensor(prefix + hf_name)}
+            if how and how.endswith("T"):
+                # Conv1D stores (in, out), nn.Linear expects (out, in). A transposed *view*
+                # has the right shape without moving a byte; see the note below.
+                pieces = {name: part.T for name, part in pieces.items()}
             for name, part in pieces.items():
-                if how and how.endswith("T"):
-                    part = part.T  # Conv1D (in, out) -> Linear (out, in)
-                target = params[name]
-                if target.shape != part.shape:
+                if expected[name].shape != part.shape:
                     raise ValueError(
                         f"shape mismatch at {hf_name!r} -> {name!r}: the checkpoint has "
-                        f"{tuple(part.shape)}, a {size or 'config.json'} model expects {tuple(target.shape)}; "
-                        "pick the size that matches the file"
+                        f"{tuple(part.shape)}, a {size or 'config.json'} model expects "
+                        f"{tuple(expected[name].shape)}; pick the size that matches the file"
                     )
-                with torch.no_grad():
-                    target.copy_(part)
-                loaded.add(name)
+                weights[name] = part
             stored.discard(hf_name)
         unexpected = sorted(k for k in stored if not k.endswith(_GPT2_IGNORED_SUFFIXES))
     if unexpected:
         raise ValueError(f"{weights_file} has tensors this loader does not know: {unexpected[:5]}")
-    missing = sorted(set(params) - loaded - {"out_head.weight"})
+    # assign=True makes the loaded tensors the parameters (no copy into meta tensors).
+    model.load_state_dict(weights, strict=False, assign=True)
+    model.out_head.weight = model.tok_emb.weight  # GPT-2 ties the output head to the embedding
+    # The causal masks are buffers computed in __init__, not stored in checkpoints: rebuild
+    # them for real now that the model leaves the meta device.
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            n = module.mask.shape[0]
+            module.mask = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+    missing = [n for n, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
     if missing:
         raise ValueError(f"{weights_file} left parameters unset: {missing[:5]}")
     return model.to(device).eval()
@@ -519,9 +637,11 @@ __all__ = [
     "GPT2_HUB_REPOS",
     "GPT2_WEIGHT_MAP",
     "NonFiniteLossError",
+    "SafetensorsReader",
     "TrainingState",
     "apply_top_k",
     "apply_top_p",
+    "atomic_folder",
     "calc_loss_batch",
     "calc_loss_loader",
     "check_decoding_settings",
@@ -537,4 +657,5 @@ __all__ = [
     "text_to_token_ids",
     "token_ids_to_text",
     "train_model",
+    "write_atomically",
 ]

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,15 +12,18 @@ import torch
 from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
 from ch05_pretraining.pretraining import (
     NonFiniteLossError,
+    SafetensorsReader,
     apply_top_k,
     apply_top_p,
     calc_loss_batch,
     calc_loss_loader,
     generate,
+    gpt2_config_from_hf,
     load_checkpoint,
     load_gpt2,
     save_checkpoint,
     train_model,
+    write_atomically,
 )
 from shared import create_dataloader
 
@@ -172,6 +176,58 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "ckpt", GPTModel(TINY), torch.optim.AdamW(model.parameters()))
 
 
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import ch05_pretraining.pretraining as pretraining
+
+    model = GPTModel(TINY)
+    save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 1})
+
+    def broken_save_file(tensors, path):
+        Path(path).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pretraining, "save_file", broken_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary leftovers
+    assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["extra"] == {"version": 1}
+
+
+def test_a_save_cut_off_between_its_renames_is_still_found(tmp_path):
+    model = GPTModel(TINY)
+    save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 1})
+    (tmp_path / "ckpt").rename(tmp_path / ".ckpt-old")  # the state after the first rename
+    assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["extra"] == {"version": 1}
+    save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["extra"] == {"version": 2}
+
+
+def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = write_atomically(tmp_path / "notes.txt", "first")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("no space")))
+    with pytest.raises(OSError, match="no space"):
+        write_atomically(target, "second")
+    assert target.read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_safetensors_reader_rejects_damaged_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.arange(12, dtype=torch.float32).view(3, 4)}, tmp_path / "ok.safetensors")
+    with SafetensorsReader(tmp_path / "ok.safetensors") as f:
+        assert torch.equal(f.get_tensor("w"), torch.arange(12, dtype=torch.float32).view(3, 4))
+    data = (tmp_path / "ok.safetensors").read_bytes()
+    (tmp_path / "short.safetensors").write_bytes(data[:-8])
+    with SafetensorsReader(tmp_path / "short.safetensors") as f:
+        with pytest.raises(ValueError, match="truncated or damaged at tensor 'w'"):
+            f.get_tensor("w")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        SafetensorsReader(tmp_path / "junk.safetensors")
+
+
 # --- decoding --------------------------------------------------------------------------
 
 
@@ -248,6 +304,9 @@ def test_top_k_and_top_p_filters():
         [True, False, True, False]
     ]
     assert torch.isfinite(apply_top_p(logits, 1.0)).all()
+    # p = 1 keeps every token even where float32 sums reach 1.0 before the rarest ones
+    wide = torch.randn(200, 50, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.isfinite(apply_top_p(wide, 1.0)).all()
 
 
 # --- GPT-2 weights: parity with transformers --------------------------------------------
@@ -290,6 +349,33 @@ def test_loader_matches_transformers(tmp_path, config, size):
     prompt = tokens[:1, :4]
     hf_greedy = hf.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=50256)
     assert torch.equal(generate(ours, prompt, 20, config["n_positions"]), hf_greedy)
+
+
+def test_loaded_weights_keep_the_file_layout_and_behave_like_any_parameter(tmp_path):
+    _hf_checkpoint(tmp_path, **TINY_HF)
+    model = load_gpt2(tmp_path)
+    block = model.trf_blocks[0]
+    fc = block.ff.fc_in.weight
+    assert fc.shape == (4 * TINY_HF["n_embd"], TINY_HF["n_embd"])  # nn.Linear's (out, in)
+    assert not fc.is_contiguous() and fc.T.is_contiguous()  # stored as the file's (in, out)
+    qkv = [block.att.W_query, block.att.W_key, block.att.W_value]
+    pointers = {p.weight.untyped_storage().data_ptr() for p in qkv}
+    pointers |= {p.bias.untyped_storage().data_ptr() for p in qkv}
+    assert len(pointers) == 6  # q, k, v weights and biases own their memory
+    assert model.out_head.weight is model.tok_emb.weight
+    # a checkpoint of the loaded model round-trips, and training steps work
+    save_checkpoint(tmp_path / "ckpt", model, config=gpt2_config_from_hf(TINY_HF))
+    again = load_checkpoint(tmp_path / "ckpt", restore_rng=False)["model"]
+    tokens = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(again(tokens), model(tokens))
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = fc.detach().clone()
+    loss = calc_loss_batch(tokens, torch.roll(tokens, -1, 1), model, "cpu")
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(before, fc.detach())
 
 
 def test_loader_names_first_mismatching_tensor(tmp_path):
