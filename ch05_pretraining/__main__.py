@@ -1,11 +1,17 @@
-"""Command line for chapter 5: pretrain a GPT on a text file, and generate text.
+"""Command line for chapter 5: pretrain a GPT, and generate text.
 
     python -m ch05_pretraining train --text story.txt --out checkpoints/story
     python -m ch05_pretraining generate --checkpoint checkpoints/story --prompt "Every effort"
     python -m ch05_pretraining generate --gpt2 124M --prompt "Every effort" --temperature 0.8 --top-k 50
 
-The code is the chapter's own (``ch05_pretraining/pretraining.py``, generated from
-``ch05.ipynb``); this file only wires it to arguments.
+On a corpus (a folder of .txt files), in one process or several (torchrun):
+
+    python -m ch05_pretraining prepare-corpus books/ --out shards/
+    python -m ch05_pretraining pretrain --data shards/ --out runs/books
+    torchrun --standalone --nproc_per_node=8 -m ch05_pretraining pretrain --data shards/ --out runs/books
+
+The code is the chapter's own (``pretraining.py`` from ``ch05.ipynb``, ``speed.py`` from
+``speed.ipynb``, ``corpus.py`` from ``corpus.ipynb``); this file only wires it to arguments.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--prompt", default="Every effort moves you", help="sample printed after each epoch"
     )
+    _add_speed_options(train)
     _add_common(train)
 
     gen = sub.add_parser(
@@ -70,8 +77,65 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--top-p", type=float)
+    gen.add_argument(
+        "--no-cache", action="store_true", help="recompute the whole sequence for every token"
+    )
     _add_common(gen)
+
+    prepare = sub.add_parser(
+        "prepare-corpus",
+        help="tokenize a folder of .txt files into uint16 token shards for 'pretrain'",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prepare.add_argument(
+        "input", type=Path, help="folder of UTF-8 .txt files (searched recursively)"
+    )
+    prepare.add_argument(
+        "--out", type=Path, required=True, help="folder for the shards and manifest"
+    )
+    prepare.add_argument(
+        "--shard-tokens", type=int, default=10_000_000, help="tokens per training shard (about)"
+    )
+    prepare.add_argument(
+        "--val-fraction", type=float, default=0.05, help="share of every document held out"
+    )
+    prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from ch05_pretraining.corpus import PretrainConfig
+
+    pretrain = sub.add_parser(
+        "pretrain",
+        help="pretrain on shards from 'prepare-corpus'; runs under torchrun too",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pretrain.add_argument("--data", type=Path, required=True, help="folder from prepare-corpus")
+    pretrain.add_argument("--out", type=Path, required=True, help="run folder: log and checkpoint")
+    pretrain.add_argument("--resume", action="store_true", help="continue the run in --out")
+    pretrain.add_argument(
+        "--stop-at-step", type=int, help="stop (with a checkpoint) after this many steps"
+    )
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    PretrainConfig.add_arguments(pretrain)
     return parser
+
+
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    # the options of chapter 5's speed notebook (make_training_setup); GPU-only ones are
+    # ignored on other devices
+    on_off = argparse.BooleanOptionalAction
+    parser.add_argument("--sdpa", action=on_off, default=False, help="fused attention kernel")
+    parser.add_argument("--compile", action=on_off, default=False, help="torch.compile the model")
+    parser.add_argument("--bf16", action=on_off, default=True, help="bf16 autocast (CUDA)")
+    parser.add_argument("--tf32", action=on_off, default=True, help="TF32 matmuls (CUDA)")
+    parser.add_argument("--fused-adamw", action=on_off, default=True, help="fused AdamW (CUDA)")
+    parser.add_argument(
+        "--decay-2d-only", action=on_off, default=False, help="no weight decay on biases, norms"
+    )
+    parser.add_argument(
+        "--tie-weights", action=on_off, default=False, help="tie head and embedding"
+    )
+    parser.add_argument("--pad-vocab", action=on_off, default=False, help="vocabulary to x64")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -81,18 +145,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _train(args) -> int:
     import tiktoken
-    import torch
     from tqdm.auto import tqdm
 
     from shared import (
-        GPTModel,
         create_dataloader,
         get_device,
         gpt2_config,
         load_checkpoint,
+        make_training_setup,
         save_checkpoint,
         set_seed,
         train_model,
+        use_sdpa_attention,
     )
 
     if not args.text.is_file():
@@ -131,16 +195,23 @@ def _train(args) -> int:
             f"error: {err} (train split {split} characters, validation {len(text) - split})"
         ) from None
 
-    model = GPTModel(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    model, optimizer, autocast_dtype = make_training_setup(
+        cfg, device, lr=args.lr, weight_decay=args.weight_decay,
+        decay_2d_only=args.decay_2d_only, tie_weights=args.tie_weights,
+        pad_vocab=args.pad_vocab, tf32=args.tf32, bf16=args.bf16,
+        fused_adamw=args.fused_adamw, compile_model=args.compile,
+    )  # fmt: skip
+    raw_model = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
+    use_sdpa_attention(raw_model, args.sdpa)
+    saved_cfg = {**cfg, "vocab_size": raw_model.out_head.out_features}  # padded, if so
     state = None
     if args.resume:
         if not (args.out / "checkpoint.json").is_file():
             raise SystemExit(f"error: --resume given but {args.out} holds no checkpoint")
-        loaded = load_checkpoint(args.out, model, optimizer, train_loader=train_loader)
-        if loaded["config"] != cfg:
+        loaded = load_checkpoint(args.out, raw_model, optimizer, train_loader=train_loader)
+        if loaded["config"] != saved_cfg:
             raise SystemExit(
-                f"error: {args.out} was trained with config {loaded['config']}, not {cfg}"
+                f"error: {args.out} was trained with config {loaded['config']}, not {saved_cfg}"
             )
         state = loaded["state"]
         print(f"resuming {args.out} after epoch {state.epoch} (step {state.global_step})")
@@ -151,17 +222,19 @@ def _train(args) -> int:
         )
         return 0
     print(
-        f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device} for {args.epochs - done} epochs"
+        f"training {sum(p.numel() for p in raw_model.parameters()):,} parameters on {device} for {args.epochs - done} epochs"
     )
     for _ in tqdm(range(done, args.epochs), desc="epochs", initial=0):
         state = train_model(
             model, train_loader, val_loader, optimizer, device,
             num_epochs=1, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
             start_context=args.prompt, tokenizer=tokenizer, state=state,
+            autocast_dtype=autocast_dtype,
         )  # fmt: skip
         save_checkpoint(
-            args.out, model, optimizer, config=cfg, state=state, train_loader=train_loader
-        )
+            args.out, raw_model, optimizer, config=saved_cfg, state=state,
+            train_loader=train_loader, extra={"real_vocab_size": cfg["vocab_size"]},
+        )  # fmt: skip
     print(f"saved {args.out}")
     return 0
 
@@ -172,8 +245,10 @@ def _generate(args) -> int:
 
     from shared import (
         generate,
+        generate_cached,
         get_device,
         gpt2_checkpoint,
+        hide_padded_vocab,
         load_checkpoint,
         load_gpt2,
         text_to_token_ids,
@@ -182,7 +257,11 @@ def _generate(args) -> int:
 
     device = get_device(args.device)
     if args.checkpoint is not None:
-        model = load_checkpoint(args.checkpoint, restore_rng=False)["model"].to(device).eval()
+        loaded = load_checkpoint(args.checkpoint, restore_rng=False)
+        model = loaded["model"].to(device).eval()
+        real_vocab = (loaded["extra"] or {}).get("real_vocab_size")
+        if real_vocab and real_vocab < model.out_head.out_features:
+            hide_padded_vocab(model, real_vocab)  # trained with a padded vocabulary
     else:
         checkpoint = gpt2_checkpoint(args.gpt2)
         print(checkpoint.description, file=sys.stderr)
@@ -190,23 +269,63 @@ def _generate(args) -> int:
     tokenizer = tiktoken.get_encoding("gpt2")
     generator = torch.Generator(device=device).manual_seed(args.seed)
     idx = text_to_token_ids(args.prompt, tokenizer).to(device)
+    settings = dict(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        eos_id=tokenizer.eot_token, generator=generator,
+    )  # fmt: skip
     try:
-        out = generate(
-            model, idx, args.max_new_tokens, model.pos_emb.weight.shape[0],
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            eos_id=tokenizer.eot_token, generator=generator,
-        )  # fmt: skip
+        if args.no_cache:
+            out = generate(
+                model, idx, args.max_new_tokens, model.pos_emb.weight.shape[0], **settings
+            )
+        else:
+            out = generate_cached(model, idx, args.max_new_tokens, **settings)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(token_ids_to_text(out, tokenizer))
     return 0
 
 
+def _prepare_corpus(args) -> int:
+    from ch05_pretraining.corpus import prepare_corpus
+
+    manifest = prepare_corpus(
+        args.input, args.out, shard_tokens=args.shard_tokens, val_fraction=args.val_fraction,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    train = sum(r["tokens"] for r in manifest["shards"])
+    print(
+        f"{len(manifest['inputs'])} documents -> {len(manifest['shards'])} training shards "
+        f"({train:,} tokens) and val.bin ({manifest['val']['tokens']:,} tokens) in {args.out}"
+    )
+    return 0
+
+
+def _pretrain(args) -> int:
+    from ch05_pretraining.corpus import PretrainConfig, pretrain
+    from shared import get_device
+
+    cfg = PretrainConfig.from_arguments(args)
+    pretrain(
+        cfg, args.data, args.out, device=get_device(args.device), resume=args.resume,
+        stop_at_step=args.stop_at_step, progress=not args.no_progress,
+    )  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ch05_pretraining.corpus import ShardError
+
     args = build_parser().parse_args(argv)
+    commands = {
+        "train": _train,
+        "generate": _generate,
+        "prepare-corpus": _prepare_corpus,
+        "pretrain": _pretrain,
+    }
     try:
-        return _train(args) if args.command == "train" else _generate(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, KeyError, ShardError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

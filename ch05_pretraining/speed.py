@@ -50,32 +50,65 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
+import weakref
+
+# id(weight) -> ((version, data pointer) when copied, a contiguous (in, out) copy)
+_TRANSPOSED: dict[int, tuple] = {}
+
+
+def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``(in, out)`` copy of a Linear weight, made once and reused.
+
+    The copy is remade when the weight has changed in place since (an optimizer step, a
+    ``load_state_dict``: PyTorch counts such changes in ``weight._version``) or now lives
+    elsewhere in memory, and it is dropped when the weight is garbage-collected.
+    """
+    key, stamp = id(weight), (weight._version, weight.data_ptr())
+    cached = _TRANSPOSED.get(key)
+    if cached is None:
+        weakref.finalize(weight, _TRANSPOSED.pop, key, None)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, weight.detach().T.contiguous())
+        _TRANSPOSED[key] = cached
+    return cached[1]
+
+
 class CachedDecoder:
     """Incremental decoding for a chapter-4 ``GPTModel`` with a KV cache.
 
-    Uses the model's own parameters (no copy of the state dict). With
-    ``transpose_weights=True`` it keeps (in, out) contiguous copies of the linear layers'
-    weights, which speeds up one-token matrix-vector products on many CPUs.
+    Uses the model's own parameters. ``weight_layout`` says which linear layers multiply
+    with a transposed ``(in, out)`` copy of their weight (see the speed notebook):
+    "native" none, "head" only the output head, "all" every linear layer. "auto" picks
+    "head" for float32 weights on a CPU, where it was measured to pay off, else "native".
     """
 
-    def __init__(self, model, cache_strategy: str = "preallocate", transpose_weights: bool = True):
-        self.model = model.eval()
+    LAYOUTS = ("auto", "native", "head", "all")
+
+    def __init__(self, model, cache_strategy: str = "preallocate", weight_layout: str = "auto"):
+        if weight_layout not in self.LAYOUTS:
+            raise ValueError(
+                f"unknown weight_layout {weight_layout!r}; choose one of {', '.join(self.LAYOUTS)}"
+            )
+        head = model.out_head.weight
+        if weight_layout == "auto":
+            on_cpu_fp32 = head.device.type == "cpu" and head.dtype == torch.float32
+            weight_layout = "head" if on_cpu_fp32 else "native"
+        self.model, self.weight_layout = model, weight_layout
         self.context_length = model.pos_emb.weight.shape[0]
+        # a padded vocabulary (hide_padded_vocab) marks how many logits are real
+        self.vocab_size = getattr(model.out_head, "real_vocab_size", model.out_head.out_features)
         self.cache = KVCache(len(model.trf_blocks), self.context_length, cache_strategy)
-        self._weights_t = {}
-        if transpose_weights:
-            for module in model.modules():
-                if isinstance(module, torch.nn.Linear):
-                    self._weights_t[module] = module.weight.detach().T.contiguous()  # (in, out)
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        chosen = {"native": [], "head": [model.out_head], "all": linears}[weight_layout]
+        self._transposed_layers = set(chosen)
 
     def reset(self) -> None:
         self.cache.reset()
 
     def _linear(self, x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
-        weight_t = self._weights_t.get(linear)
-        if weight_t is None:
+        if linear not in self._transposed_layers:
             return linear(x)
-        out = x @ weight_t
+        out = x @ transposed_weight(linear.weight)
         return out + linear.bias if linear.bias is not None else out
 
     @torch.no_grad()
@@ -113,7 +146,7 @@ class CachedDecoder:
             x = x + self._linear(hidden, block.ff.fc_out)
         self.cache.length = start + t
         last = model.final_norm(x[:, -1, :])  # (b, emb_dim): only the last position is needed
-        return self._linear(last, model.out_head)  # (b, vocab)
+        return self._linear(last, model.out_head)[:, : self.vocab_size]  # (b, vocab)
 
 
 from collections.abc import Iterator
@@ -140,6 +173,8 @@ def stream_generate(
     produced ``eos_id``, or (with on_full="stop") when the context is full.
     """
     check_decoding_settings(temperature, top_k, top_p)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if on_full not in ("stop", "slide"):
         raise ValueError(f"on_full must be 'stop' or 'slide', got {on_full!r}")
     if idx.ndim != 2 or idx.shape[1] == 0:
@@ -165,7 +200,7 @@ def stream_generate(
             if on_full == "stop":
                 return
             decoder.reset()
-            tokens = tokens[:, -(context // 2) :]
+            tokens = tokens[:, -max(1, context // 2) :]
             logits = decoder.forward(tokens)  # re-prefill the most recent half of the context
         else:
             logits = decoder.forward(next_id)
@@ -225,6 +260,9 @@ def hide_padded_vocab(model, real_vocab_size: int):
     def trim(module, inputs, logits):
         return logits[..., :real_vocab_size]
 
+    model.out_head.real_vocab_size = (
+        real_vocab_size  # read by CachedDecoder, which calls the head itself
+    )
     return model.register_forward_hook(trim)
 
 
@@ -244,7 +282,8 @@ def make_training_setup(
     """Build (model, optimizer, autocast_dtype) with the chosen speed options.
 
     GPU-only options (TF32, bf16 autocast, fused AdamW) are ignored on other devices.
-    ``model`` may be a compiled wrapper; its state dict is the plain model's.
+    With ``compile_model`` the returned model is torch.compile's wrapper, whose state dict
+    names start with "_orig_mod."; save ``getattr(model, "_orig_mod", model)`` instead.
     """
     from ch04_gpt_model.gpt_model import GPTModel
 
@@ -284,5 +323,6 @@ __all__ = [
     "make_training_setup",
     "padded_vocab_size",
     "stream_generate",
+    "transposed_weight",
     "use_sdpa_attention",
 ]

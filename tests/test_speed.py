@@ -46,10 +46,10 @@ PROMPTS = [
 
 
 @pytest.mark.parametrize("strategy", KVCache.STRATEGIES)
-@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("layout", CachedDecoder.LAYOUTS)
 @pytest.mark.parametrize("prompt,new", PROMPTS)
-def test_cached_greedy_equals_uncached(model, prompt, new, strategy, transpose):
-    decoder = CachedDecoder(model, cache_strategy=strategy, transpose_weights=transpose)
+def test_cached_greedy_equals_uncached(model, prompt, new, strategy, layout):
+    decoder = CachedDecoder(model, cache_strategy=strategy, weight_layout=layout)
     cached = generate_cached(model, prompt, new, decoder=decoder)
     assert torch.equal(cached, generate(model, prompt, new, context_size=CFG["context_length"]))
 
@@ -164,9 +164,13 @@ def test_padded_vocabulary_is_never_sampled_nor_counted():
     torch.manual_seed(0)
     model, _, _ = make_training_setup(CFG, "cpu", pad_vocab=True)
     assert model.out_head.out_features == 50304
-    with torch.no_grad():  # make a padded id the most likely output, if it were visible
-        model.out_head.weight[50300].fill_(5.0)
+    with torch.no_grad():  # make a padded id the most likely output, were it visible
+        model.final_norm.shift.fill_(1.0)
+        model.out_head.weight[50300].fill_(1.0)
     tokens = torch.randint(0, 50257, (2, 8))
+    hidden = model.final_norm(model.trf_blocks(model.tok_emb(tokens) + model.pos_emb.weight[:8]))
+    raw = hidden @ model.out_head.weight.T  # all 50,304 logits, bypassing the hook
+    assert (raw.argmax(-1) == 50300).all()  # the trap is armed
     logits = model(tokens)
     assert logits.shape[-1] == 50257
     loss = calc_loss_batch(tokens, torch.roll(tokens, -1, 1), model, "cpu")
@@ -174,20 +178,54 @@ def test_padded_vocabulary_is_never_sampled_nor_counted():
         logits.flatten(0, 1), torch.roll(tokens, -1, 1).flatten()
     )
     torch.testing.assert_close(loss, manual)
+    model.eval()
     sampled = generate(
-        model.eval(),
-        tokens[:1, :3],
-        20,
-        24,
-        temperature=5.0,
-        generator=torch.Generator().manual_seed(1),
+        model, tokens[:1, :3], 20, 24, temperature=5.0, generator=torch.Generator().manual_seed(1)
     )
     assert sampled.max().item() < 50257
-    assert torch.equal(
-        generate(model, tokens[:1, :3], 5, 24), generate_cached(model, tokens[:1, :3], 5)
-    )
+    for layout in CachedDecoder.LAYOUTS:
+        decoder = CachedDecoder(model, weight_layout=layout)
+        cached = generate_cached(model, tokens[:1, :3], 5, decoder=decoder)
+        assert cached.max().item() < 50257
+        assert torch.equal(generate(model, tokens[:1, :3], 5, 24), cached)
     with pytest.raises(ValueError, match="exceeds"):
         hide_padded_vocab(model, 60000)
+
+
+def test_transposed_copies_follow_weight_updates():
+    torch.manual_seed(3)
+    model = GPTModel(CFG).eval()
+    prompt = torch.tensor([[5, 6, 7]])
+    decoder = CachedDecoder(model, weight_layout="all")
+    generate_cached(model, prompt, 3, decoder=decoder)  # makes the copies
+    with torch.no_grad():  # change every weight in place, as an optimizer step does
+        for param in model.parameters():
+            param.mul_(1.5)
+    assert torch.equal(
+        generate_cached(model, prompt, 8, decoder=decoder),
+        generate(model, prompt, 8, context_size=CFG["context_length"]),
+    )
+
+
+def test_stream_generate_rejects_bad_arguments_and_handles_a_one_token_context():
+    torch.manual_seed(4)
+    tiny = GPTModel({**CFG, "context_length": 1}).eval()
+    out = generate_cached(tiny, torch.tensor([[3]]), 5)
+    assert out.shape == (1, 6)
+    assert torch.equal(out, generate(tiny, torch.tensor([[3]]), 5, context_size=1))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        list(stream_generate(tiny, torch.tensor([[3]]), -1))
+    with pytest.raises(ValueError, match="weight_layout"):
+        CachedDecoder(tiny, weight_layout="sideways")
+
+
+def _can_compile() -> bool:
+    # torch.compile on a CPU needs a C++ compiler for the kernels it generates
+    import shutil
+
+    return torch._dynamo.is_dynamo_supported() and any(
+        shutil.which(cc) for cc in ("g++", "c++", "clang++")
+    )
 
 
 def test_compiled_model_loss_equals_eager_loss():
@@ -204,9 +242,33 @@ def test_compiled_model_loss_equals_eager_loss():
     tokens = torch.randint(0, 128, (2, 8))
     targets = torch.roll(tokens, -1, 1)
     reference = calc_loss_batch(tokens, targets, eager, "cpu")
-    try:
-        compiled = torch.compile(eager)
-        loss = calc_loss_batch(tokens, targets, compiled, "cpu")
-    except Exception as err:  # no C++ toolchain, unsupported platform, ...
-        pytest.skip(f"torch.compile is not supported here: {type(err).__name__}: {err}")
+    if not _can_compile():
+        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    compiled = torch.compile(eager)
+    loss = calc_loss_batch(tokens, targets, compiled, "cpu")
     torch.testing.assert_close(loss, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_training_setup_with_compile_trains_like_eager():
+    if not _can_compile():
+        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    small = {**CFG, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1}
+    tokens = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(5))
+    targets = torch.roll(tokens, -1, 1)
+    losses = {}
+    for compile_model in (False, True):
+        torch.manual_seed(0)
+        model, optimizer, _ = make_training_setup(
+            small, "cpu", pad_vocab=True, tie_weights=True, compile_model=compile_model
+        )
+        history = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = calc_loss_batch(tokens, targets, model, "cpu")
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+        losses[compile_model] = history
+        raw = getattr(model, "_orig_mod", model)
+        assert not any(k.startswith("_orig_mod") for k in raw.state_dict())
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-4)
