@@ -121,7 +121,8 @@ def _limits(args, settings) -> tuple[int | None, int | None, int | None]:
     )
 
 
-def _loaders(args, seed: int, max_length: int | None, context_length: int, settings):
+def _loaders(args, seed: int, context_length: int, settings) -> dict:
+    # training loaders as the chapter builds them: the training split shuffled, last batch dropped
     import tiktoken
 
     from shared import create_spam_dataloaders, fetch, prepare_spam_splits
@@ -129,10 +130,18 @@ def _loaders(args, seed: int, max_length: int | None, context_length: int, setti
     train_df, val_df, test_df = prepare_spam_splits(fetch("sms-spam"), seed=seed)
     loaders = create_spam_dataloaders(
         train_df, val_df, test_df, tiktoken.get_encoding("gpt2"),
-        batch_size=args.batch_size, max_length=max_length, context_length=context_length,
+        batch_size=args.batch_size, context_length=context_length,
         limits=_limits(args, settings), seed=seed,
     )  # fmt: skip
     return dict(zip(SPLITS, loaders, strict=True))
+
+
+def _scoring_loaders(datasets: dict, batch_size: int) -> dict:
+    # Every message of each split exactly once, in order: scoring needs no shuffling and no
+    # drop_last, so the count printed next to an accuracy is the number of messages scored.
+    from torch.utils.data import DataLoader
+
+    return {name: DataLoader(data, batch_size=batch_size) for name, data in datasets.items()}
 
 
 def _finetune(args) -> int:
@@ -166,8 +175,9 @@ def _finetune(args) -> int:
     config = gpt2_config_from_hf(
         json.loads((checkpoint.folder / "config.json").read_text(encoding="utf-8"))
     )
-    loaders = _loaders(args, args.seed, None, config["context_length"], settings)
-    max_length = loaders["train"].dataset[0][0].shape[0]  # every row is padded to this length
+    loaders = _loaders(args, args.seed, config["context_length"], settings)
+    rows = loaders["train"].dataset  # a SpamDataset, or a Subset of one with --limit
+    padding = getattr(rows, "dataset", rows)  # how every row was padded: saved for classify
 
     set_seed(args.seed)
     model = load_gpt2(checkpoint.folder, size=checkpoint.size, drop_rate=0.0)
@@ -188,13 +198,16 @@ def _finetune(args) -> int:
         eval_iter=args.eval_iter or settings.classify_eval_iter,
     )  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
+    scoring = _scoring_loaders(
+        {name: loader.dataset for name, loader in loaders.items()}, args.batch_size
+    )
     accuracy = {
-        name: calc_accuracy_loader(loader, model, device) for name, loader in loaders.items()
+        name: calc_accuracy_loader(loader, model, device) for name, loader in scoring.items()
     }
     for name, value in accuracy.items():
-        print(f"{name:>10} accuracy: {value:.1%}")
+        print(f"{name:>10} accuracy: {value:.1%} ({len(scoring[name].dataset)} messages)")
     save_classifier(
-        args.out, model, config=config, max_length=max_length,
+        args.out, model, config=config, max_length=padding.max_length, pad_token_id=padding.pad_token_id,
         metadata={
             "gpt2": checkpoint.label, "size": args.size, "trainable": args.trainable,
             "rank": args.rank if args.trainable == "lora" else None,
@@ -209,18 +222,39 @@ def _finetune(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from shared import calc_accuracy_loader, get_device, get_settings, load_classifier
+    import tiktoken
 
+    from shared import (
+        SpamDataset,
+        calc_accuracy_loader,
+        fetch,
+        get_device,
+        get_settings,
+        load_classifier,
+        prepare_spam_splits,
+        take_first,
+    )
+
+    if args.batch_size < 1:
+        raise SystemExit(f"error: --batch-size must be positive, got {args.batch_size}")
     device = get_device(args.device)
     model, meta = load_classifier(args.model, device=device)
     seed = meta["metadata"].get("seed", 123)
-    loaders = _loaders(
-        args, seed, meta["max_length"], meta["config"]["context_length"], get_settings()
-    )
-    for name in args.splits:
-        loader = loaders[name]
-        accuracy = calc_accuracy_loader(loader, model, device)
-        print(f"{name:>10} accuracy: {accuracy:.1%} ({len(loader.dataset)} messages)")
+    frames = prepare_spam_splits(fetch("sms-spam"), seed=seed)
+    tokenizer = tiktoken.get_encoding("gpt2")
+    datasets = {}
+    for name, frame, limit in zip(SPLITS, frames, _limits(args, get_settings()), strict=True):
+        if name in args.splits:
+            # padded exactly like the rows the classifier was trained on
+            full = SpamDataset(
+                frame, tokenizer, meta["max_length"], meta["pad_token_id"],
+                context_length=meta["config"]["context_length"],
+            )  # fmt: skip
+            datasets[name] = take_first(full, limit)
+    loaders = _scoring_loaders(datasets, args.batch_size)
+    for name in dict.fromkeys(args.splits):  # in the order asked for, each once
+        accuracy = calc_accuracy_loader(loaders[name], model, device)
+        print(f"{name:>10} accuracy: {accuracy:.1%} ({len(datasets[name])} messages)")
     return 0
 
 

@@ -376,15 +376,19 @@ def train_classifier(
     return history
 
 
+import operator
+
+
 def classify(
-    text: str, model, tokenizer, device, max_length: int | None = None, pad_token_id: int = 50256
+    text: str, model, tokenizer, device, *, max_length: int, pad_token_id: int = 50256
 ) -> str:
     """Label one message "spam" or "not spam" with a fine-tuned two-class model.
 
-    The message is encoded like the training data: cut to ``max_length`` tokens (and never
-    more than the model's context length) and padded to ``max_length`` with
-    ``pad_token_id``. Pass the ``max_length`` the model was trained with; ``None`` keeps the
-    message's own length (no padding).
+    The message is prepared exactly like a training row: cut to ``max_length`` tokens and
+    padded to ``max_length`` with ``pad_token_id``. Both must be what the model was trained
+    with (``SpamDataset.max_length`` and ``.pad_token_id``, or the metadata of a saved
+    classifier): the model reads the scores at the last position, and padding to another
+    length puts a different token there.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(
@@ -392,12 +396,18 @@ def classify(
             "classify in an empty or whitespace-only message"
         )
     context_length = model.pos_emb.weight.shape[0]
-    limit = context_length if max_length is None else min(max_length, context_length)
-    if limit < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
-    ids = tokenizer.encode(text, disallowed_special=())[:limit]
-    if max_length is not None:
-        ids = ids + [pad_token_id] * (limit - len(ids))
+    try:
+        length = operator.index(max_length)  # a whole number (numpy integers too)
+    except TypeError:
+        length = None
+    if length is None or not 1 <= length <= context_length:
+        raise ValueError(
+            f"max_length must be the length the classifier was trained with, a whole number "
+            f"from 1 to the model's context length {context_length}; got {max_length!r}. Pass "
+            "SpamDataset(...).max_length, or meta['max_length'] from load_classifier"
+        )
+    ids = tokenizer.encode(text, disallowed_special=())[:length]
+    ids = ids + [pad_token_id] * (length - len(ids))  # (max_length,), like a training row
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -544,25 +554,30 @@ def prepare_classifier(
 
 
 import json
-import os
-import shutil
-import tempfile
 
 from safetensors.torch import load_file, save_file
 
 from ch04_gpt_model.gpt_model import GPTModel
+from ch05_pretraining.pretraining import atomic_folder
 
 
-def save_classifier(path, model, config: dict, max_length: int, metadata: dict | None = None):
+def save_classifier(
+    path,
+    model,
+    config: dict,
+    max_length: int,
+    pad_token_id: int = 50256,
+    metadata: dict | None = None,
+):
     """Write a fine-tuned classifier to folder ``path``: model.safetensors + classifier.json.
 
     The JSON holds what is needed to rebuild the model before loading the weights (the
     GPT ``config``, the size of the head, the LoRA rank and alpha if it has LoRA layers)
-    and to use it (``max_length``, the pad token, the class names), plus any
-    ``metadata`` you pass. The folder appears only once complete; an old one is replaced.
+    and to use it (the ``max_length`` and ``pad_token_id`` the training rows were padded
+    with, the class names), plus any ``metadata`` you pass. The folder is filled under a
+    temporary name and renamed into place when complete (chapter 5's ``atomic_folder``), so
+    an old classifier at ``path`` is only ever replaced by a complete new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     head = getattr(model.out_head, "linear", model.out_head)  # LoRA wraps the head's Linear
     meta = {
         "format": "gpt-from-scratch classifier v1",
@@ -570,21 +585,15 @@ def save_classifier(path, model, config: dict, max_length: int, metadata: dict |
         "num_classes": head.out_features,
         "class_names": list(SPAM_CLASS_NAMES),
         "max_length": max_length,
-        "pad_token_id": 50256,
+        "pad_token_id": pad_token_id,
         "lora": _lora_settings(model),
         "metadata": metadata or {},
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, tmp / "model.safetensors")
-        (tmp / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_folder(path) as folder:
+        save_file(weights, folder / "model.safetensors")
+        (folder / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return Path(path)
 
 
 def load_classifier(path, device="cpu") -> tuple[GPTModel, dict]:

@@ -365,20 +365,13 @@ def _chat(args) -> int:
     import tiktoken
     import torch
 
-    from shared import (
-        END_OF_TEXT_ID,
-        decode_incrementally,
-        format_prompt,
-        get_device,
-        stream_token_ids,
-        text_to_token_ids,
-    )
+    from shared import CachedDecoder, format_prompt, get_device, stream_answer
 
     device = get_device(args.device)
     model = _load_finetuned(args.checkpoint, device)
-    context_size = model.pos_emb.weight.shape[0]
     tokenizer = tiktoken.get_encoding("gpt2")
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    decoder = CachedDecoder(model)  # one KV cache for the whole session, reset for every answer
     print(
         "Type an instruction and press Enter. 'exit', 'quit' or Ctrl-D ends the chat.", flush=True
     )
@@ -394,14 +387,13 @@ def _chat(args) -> int:
         if instruction.lower() in {"exit", "quit"}:
             return 0
         prompt = format_prompt({"instruction": instruction, "input": ""})
-        idx = text_to_token_ids(prompt, tokenizer).to(device)[:, -context_size:]
-        tokens = stream_token_ids(
-            model, idx, args.max_new_tokens, context_size, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, eos_id=END_OF_TEXT_ID, generator=generator,
+        pieces = stream_answer(
+            model, prompt, tokenizer, args.max_new_tokens, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, generator=generator, decoder=decoder,
         )  # fmt: skip
         sys.stdout.write("model> ")
         try:
-            for piece in decode_incrementally(tokens, tokenizer):
+            for piece in pieces:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:

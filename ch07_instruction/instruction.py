@@ -103,6 +103,13 @@ def split_instruction_data(
 import torch
 from torch.utils.data import Dataset
 
+from ch05_pretraining.pretraining import text_to_token_ids
+
+
+def _token_ids(text: str, tokenizer) -> list[int]:
+    # Chapter 5's rule, which generate_response uses for prompts: "<|endoftext|>" is id 50256.
+    return text_to_token_ids(text, tokenizer)[0].tolist()
+
 
 class InstructionDataset(Dataset):
     """Instruction records, formatted and tokenized once: prompt tokens followed by answer tokens.
@@ -110,6 +117,10 @@ class InstructionDataset(Dataset):
     An item is the list of token ids of one example, or the pair (token_ids, prompt_length)
     with ``with_prompt_length=True`` (what ``custom_collate_fn`` needs to mask the prompt).
     ``format_fn`` renders the prompt of a record (``format_prompt``: the Alpaca template).
+    Texts are encoded with chapter 5's ``text_to_token_ids``, like a prompt in
+    ``generate_response``, so the prompt tokens are the ones the model continues when it
+    answers. A record that cannot be formatted or encoded raises InstructionDataError
+    naming its index.
     """
 
     def __init__(self, data, tokenizer, with_prompt_length: bool = False, format_fn=None):
@@ -117,9 +128,17 @@ class InstructionDataset(Dataset):
         self.with_prompt_length = with_prompt_length
         self.encoded_texts: list[list[int]] = []
         self.prompt_lengths: list[int] = []
-        for entry in data:
-            prompt_ids = tokenizer.encode(format_fn(entry))
-            answer_ids = tokenizer.encode(entry["output"])
+        for index, entry in enumerate(data):
+            try:
+                prompt_ids = _token_ids(format_fn(entry), tokenizer)
+                answer_ids = _token_ids(entry["output"], tokenizer)
+            except (KeyError, TypeError, ValueError) as err:
+                reason = (str(err).strip().splitlines() or [""])[0]
+                raise InstructionDataError(
+                    f"record {index} cannot be formatted and tokenized ({type(err).__name__}: "
+                    f"{reason}); check the data with validate_instruction_data, then fix or "
+                    "remove the record"
+                ) from err
             self.encoded_texts.append(prompt_ids + answer_ids)
             self.prompt_lengths.append(len(prompt_ids))
 
@@ -148,6 +167,11 @@ def _ids_and_prompt_length(item, index: int, mask_instruction: bool):
             "the batch has no prompt length; build the data set with "
             "InstructionDataset(..., with_prompt_length=True)"
         )
+    if prompt_length is not None and prompt_length < 0:
+        raise ValueError(
+            f"item {index} of the batch has the prompt length {prompt_length}; a prompt length "
+            "counts tokens, so it must be 0 or more"
+        )
     ids = torch.as_tensor(ids, dtype=torch.long)
     if ids.ndim != 1 or len(ids) == 0:
         raise ValueError(
@@ -170,7 +194,8 @@ def custom_collate_fn(
     the inputs shifted by one; the first padding position of each row keeps ``pad_token_id`` as
     its target (the end of the answer), the positions after it get ``ignore_index``. With
     ``mask_instruction=True`` the items must be (token_ids, prompt_length) pairs, and the
-    targets that are prompt tokens get ``ignore_index`` too. Rows are cut to
+    targets that are prompt tokens get ``ignore_index`` too (none of them with a prompt of 0
+    or 1 tokens: the first target is already the second token). Rows are cut to
     ``allowed_max_length`` tokens, and both tensors are created on ``device``.
     """
     if len(batch) == 0:
@@ -184,8 +209,9 @@ def custom_collate_fn(
         inputs[row, :n] = ids
         targets[row, : n - 1] = ids[1:]  # the next token at every position
         targets[row, n - 1] = pad_token_id  # after the last token comes the end of the text
-        if mask_instruction:
-            targets[row, : prompt_length - 1] = ignore_index  # these targets are prompt tokens
+        if mask_instruction and prompt_length > 1:
+            # the targets at positions 0 .. prompt_length - 2 are prompt tokens 1 .. prompt_length - 1
+            targets[row, : prompt_length - 1] = ignore_index
     if allowed_max_length is not None:
         inputs = inputs[:, :allowed_max_length]  # (batch, min(longest, allowed_max_length))
         targets = targets[:, :allowed_max_length]
@@ -232,20 +258,20 @@ def create_instruction_dataloader(
     )
 
 
-import re
-
 from tqdm import tqdm
 
-from ch05_pretraining.pretraining import generate, text_to_token_ids, token_ids_to_text
+from ch05_pretraining.pretraining import generate, token_ids_to_text
 
 _END_OF_TEXT = "<|endoftext|>"
+_NEW_SECTION = "\n### "  # the model starts another part of the template: the answer is over
 
 
 def extract_response(generated_text: str, prompt: str | None = None) -> str:
     """The answer inside ``generated_text`` (prompt + generated tokens, decoded).
 
     With ``prompt``, the answer is what follows it; otherwise what follows the first
-    '### Response:' header. The answer ends at <|endoftext|> or at a new '### ' section.
+    '### Response:' header. The answer ends at <|endoftext|> or at a new '### ' section
+    (at the start of a line, the answer's first line included).
     """
     if prompt is not None and generated_text.startswith(prompt):
         answer = generated_text[len(prompt) :]
@@ -258,7 +284,7 @@ def extract_response(generated_text: str, prompt: str | None = None) -> str:
                 "plus the generated text, or the prompt itself as prompt="
             )
     answer = answer.split(_END_OF_TEXT, 1)[0]
-    answer = re.split(r"\n### ", answer, maxsplit=1)[0]
+    answer = ("\n" + answer).split(_NEW_SECTION, 1)[0][1:]  # "\n": the answer starts a line
     return answer.strip()
 
 
@@ -447,6 +473,7 @@ def mean_rouge_l(entries, response_key: str = "model_response") -> float:
 
 
 import http.client
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -584,25 +611,53 @@ def judge_prompt(entry: dict, response_key: str = "model_response") -> str:
     )
 
 
-_SCALE_MENTION = re.compile(r"\b0\s*(?:-|–|to)\s*100\b")
-_SCORE_PATTERNS = [
-    re.compile(r"^\s*(\d{1,3})\s*\.?\s*$"),  # the whole reply is the number
-    re.compile(r"\b(\d{1,3})\s*(?:/|out of)\s*100\b", re.IGNORECASE),  # 85/100, 85 out of 100
-    re.compile(r"\bscore\b\D{0,20}?\b(\d{1,3})\b", re.IGNORECASE),  # Score: 85
-]
+_SCALE_MENTION = re.compile(r"\b0\s*(?:-|–|to)\s*100\b")  # "from 0 to 100" is not a score
+# a number, and the scale after it if there is one: 85, 85/100, 7 out of 10
+_NUMBER = r"(\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
+_LABELLED_SCORE = re.compile(
+    r"\b(?:score|scored|rating|rate|rated|grade|graded)\b[^\d\n]{0,20}?" + _NUMBER, re.IGNORECASE
+)
+_NUMBER_LINE = re.compile(r"\s*" + _NUMBER + r"\s*\.?[ \t]*(?:\n|$)", re.IGNORECASE)
+_ANY_NUMBER = re.compile(_NUMBER, re.IGNORECASE)
 
 
 def parse_judge_score(reply: str) -> int:
-    """The 0-100 score in a judge's reply; raises JudgeReplyError when there is none."""
-    text = _SCALE_MENTION.sub(" ", reply)  # "from 0 to 100" is not a score
-    for pattern in _SCORE_PATTERNS:
-        match = pattern.search(text)
-        if match and 0 <= int(match.group(1)) <= 100:
-            return int(match.group(1))
-    for number in re.findall(r"\d+", text):
-        if 0 <= int(number) <= 100:
-            return int(number)
-    raise JudgeReplyError(f"found no score from 0 to 100 in the judge's reply {reply[:80]!r}")
+    """The 0-100 score in a judge's reply; raises JudgeReplyError when there is no clear one.
+
+    The score is the last number after a label ("Score: 85", "Rating: 85", "I rate it
+    85/100"), else a first line holding only a number, else the only number of the reply.
+    A score on another scale ("7/10"), a number that is not a whole number from 0 to 100,
+    and several numbers without a label are errors, never guesses.
+    """
+    text = _SCALE_MENTION.sub(" ", reply)
+    labelled = _LABELLED_SCORE.findall(text)
+    first_line = _NUMBER_LINE.match(text)
+    numbers = _ANY_NUMBER.findall(text)
+    if labelled:
+        value, scale = labelled[-1]  # the last one: the final verdict
+    elif first_line:
+        value, scale = first_line.groups()
+    elif len(numbers) == 1:
+        value, scale = numbers[0]
+    elif numbers:
+        found = ", ".join(value + (f"/{scale}" if scale else "") for value, scale in numbers)
+        raise JudgeReplyError(
+            f"the judge's reply {reply[:80]!r} holds several numbers ({found}) and no label "
+            "such as 'Score:'; taking one of them would be a guess"
+        )
+    else:
+        raise JudgeReplyError(f"found no score from 0 to 100 in the judge's reply {reply[:80]!r}")
+    if scale and float(scale) != 100:
+        raise JudgeReplyError(
+            f"the judge answered {value}/{scale}, a score on another scale, in {reply[:80]!r}; "
+            "the prompt asks for a score from 0 to 100"
+        )
+    if not float(value).is_integer() or not 0 <= float(value) <= 100:
+        raise JudgeReplyError(
+            f"found no score from 0 to 100 in the judge's reply {reply[:80]!r}: {value} is not "
+            "a whole number from 0 to 100"
+        )
+    return int(float(value))
 
 
 @dataclass
@@ -687,6 +742,69 @@ def decode_incrementally(token_ids, tokenizer):
         yield tail
 
 
+import itertools
+
+from ch05_pretraining.speed import CachedDecoder, stream_generate
+
+
+def stop_at_new_section(pieces):
+    """Pass text pieces on until the model starts a new '### ' section, where extract_response cuts.
+
+    Text that may be the start of that marker is held back until the next pieces decide, so
+    no part of the marker is ever passed on.
+    """
+    text, sent = "\n", 1  # text[:sent] is passed on; "\n": the answer starts a line
+    for piece in pieces:
+        text += piece
+        cut = text.find(_NEW_SECTION)
+        if cut >= 0:
+            if cut > sent:
+                yield text[sent:cut]
+            return
+        # hold back the longest end of the text that could be the start of the marker
+        held = max(
+            (n for n in range(1, len(_NEW_SECTION)) if text.endswith(_NEW_SECTION[:n])), default=0
+        )
+        if len(text) - held > sent:
+            yield text[sent : len(text) - held]
+            sent = len(text) - held
+    if len(text) > sent:
+        yield text[sent:]  # the stream is over: what was held back was text after all
+
+
+def stream_answer(
+    model,
+    prompt: str,
+    tokenizer,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    decoder: CachedDecoder | None = None,
+):
+    """Yield the model's answer to ``prompt`` as text pieces while it is being generated.
+
+    The tokens come from chapter 5's KV-cached ``stream_generate``; pass a ``CachedDecoder``
+    of ``model`` to reuse it for many prompts. The answer ends at the end-of-text token or at
+    a new '### ' section: it is the text that ``extract_response`` keeps, before stripping.
+    """
+    idx = text_to_token_ids(prompt, tokenizer).to(model.pos_emb.weight.device)  # (1, tokens)
+    new_ids = stream_generate(
+        model,
+        idx,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        eos_id=END_OF_TEXT_ID,
+        generator=generator,
+        decoder=decoder,
+    )  # one tensor of shape (1,) per step
+    answer_ids = itertools.takewhile(lambda t: t != END_OF_TEXT_ID, (int(t) for t in new_ids))
+    yield from stop_at_new_section(decode_incrementally(answer_ids, tokenizer))
+
+
 __all__ = [
     "END_OF_TEXT_ID",
     "INSTRUCTION_KEYS",
@@ -722,6 +840,8 @@ __all__ = [
     "rouge_l",
     "save_responses",
     "split_instruction_data",
+    "stop_at_new_section",
+    "stream_answer",
     "stream_token_ids",
     "validate_instruction_data",
     "write_json_atomically",

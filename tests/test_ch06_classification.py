@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -332,15 +333,39 @@ def test_classify_rejects_empty_text_and_truncates_long_text():
     model = tiny_classifier()
     for empty in ("", "   ", "\n\t"):
         with pytest.raises(ValueError, match="empty or whitespace-only"):
-            classify(empty, model, TOKENIZER, "cpu")
+            classify(empty, model, TOKENIZER, "cpu", max_length=20)
     long_text = "free prize " * 200  # far more than the 32-token context
-    assert classify(long_text, model, TOKENIZER, "cpu") in ("spam", "not spam")
+    assert classify(long_text, model, TOKENIZER, "cpu", max_length=32) in ("spam", "not spam")
     # padded to max_length exactly like the training rows
     ids = SpamDataset(
         pd.DataFrame({"Label": [0], "Text": ["hello"]}), TOKENIZER, 20, context_length=32
     )[0][0]
     expected = ("not spam", "spam")[model.eval()(ids.unsqueeze(0))[0, -1].argmax().item()]
     assert classify("hello", model, TOKENIZER, "cpu", max_length=20) == expected
+
+
+def test_classify_pads_with_the_given_token():
+    model = tiny_classifier(seed=4).eval()
+    ids = TOKENIZER.encode("see you at 6") + [0] * 6
+    logits = model(torch.tensor([ids]))[0, -1]
+    expected = ("not spam", "spam")[logits.argmax().item()]
+    assert (
+        classify("see you at 6", model, TOKENIZER, "cpu", max_length=len(ids), pad_token_id=0)
+        == expected
+    )
+
+
+def test_classify_needs_the_training_length():
+    model = tiny_classifier()
+    with pytest.raises(TypeError, match="max_length"):
+        classify("hello", model, TOKENIZER, "cpu")  # no default: it must match the training rows
+    with pytest.raises(TypeError):
+        classify("hello", model, TOKENIZER, "cpu", 20)  # keyword only
+    for bad in (None, 0, -3, 33, 2.5, "20"):  # the tiny model's context length is 32
+        with pytest.raises(
+            ValueError, match=r"length the classifier was trained with.*context length 32"
+        ):
+            classify("hello", model, TOKENIZER, "cpu", max_length=bad)
 
 
 @pytest.mark.parametrize("trainable", ["last-block", "lora"])
@@ -362,8 +387,34 @@ def test_save_and_load_round_trip(tmp_path, trainable):
     assert torch.equal(loaded(inputs), model(inputs))
     assert meta["max_length"] == 20 and meta["metadata"] == {"note": "x"} and meta["config"] == TINY
     assert meta["lora"] == ({"rank": 2, "alpha": 4} if trainable == "lora" else None)
+    assert meta["pad_token_id"] == PAD
     with pytest.raises(FileNotFoundError, match="no classifier.json"):
         load_classifier(tmp_path)
+
+
+def test_saving_stores_the_pad_token_and_replaces_a_classifier_only_when_complete(
+    tmp_path, monkeypatch
+):
+    from ch06_classification import classification
+
+    model = tiny_classifier(seed=5).eval()
+    save_classifier(tmp_path / "clf", model, config=TINY, max_length=12, pad_token_id=0)
+    before = (tmp_path / "clf" / "model.safetensors").read_bytes()
+    assert load_classifier(tmp_path / "clf")[1]["pad_token_id"] == 0
+
+    def fail_half_way(tensors, filename):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(classification, "save_file", fail_half_way)
+    with torch.no_grad():
+        model.out_head.weight.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_classifier(tmp_path / "clf", model, config=TINY, max_length=12, pad_token_id=7)
+    # the old classifier is untouched and no temporary folder is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]
+    assert (tmp_path / "clf" / "model.safetensors").read_bytes() == before
+    assert load_classifier(tmp_path / "clf")[1]["pad_token_id"] == 0
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -399,10 +450,26 @@ def test_cli_finetune_evaluate_classify(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["train", "validation", "test"]
+    assert [line.split("(")[1] for line in lines] == [
+        "16 messages)",
+        "8 messages)",
+        "8 messages)",
+    ]
     # the same splits and model give the same accuracies as the end of training
     for line in lines:
         name, accuracy = line.split()[0], float(line.split()[2].rstrip("%")) / 100
         assert accuracy == pytest.approx(meta["metadata"]["accuracy"][name], abs=0.0006)
+
+    # evaluation scores every message, even when a split is not a whole number of batches,
+    # or (here the training split, 13 messages) holds less than one batch of 16
+    out = _cli("evaluate", "--model", str(tmp_path / "clf"), "--limit", "13", "5", "3",
+               "--batch-size", "16", cache=cache)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [line.split("(")[1] for line in out.stdout.splitlines()] == [
+        "13 messages)",
+        "5 messages)",
+        "3 messages)",
+    ]
 
     out = _cli(
         "classify",

@@ -3,6 +3,7 @@
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ch04_gpt_model.gpt_model import GPTModel
-from ch05_pretraining.pretraining import generate, save_checkpoint
+from ch05_pretraining.pretraining import generate, save_checkpoint, text_to_token_ids
+from ch05_pretraining.speed import CachedDecoder
 from ch07_instruction.instruction import (
     END_OF_TEXT_ID,
     InstructionDataError,
@@ -29,6 +31,7 @@ from ch07_instruction.instruction import (
     extract_response,
     format_input,
     format_prompt,
+    generate_response,
     judge_responses,
     lcs_length,
     load_instruction_data,
@@ -41,6 +44,8 @@ from ch07_instruction.instruction import (
     rouge_l,
     save_responses,
     split_instruction_data,
+    stop_at_new_section,
+    stream_answer,
     stream_token_ids,
     validate_instruction_data,
     write_json_atomically,
@@ -137,14 +142,16 @@ def test_allowed_max_length_keeps_a_prefix(batch, limit):
 
 @given(data=st.data(), batch=batches)
 def test_masking_the_instruction_ignores_exactly_the_prompt_targets(data, batch):
-    prompt_lengths = [data.draw(st.integers(1, len(seq))) for seq in batch]
+    prompt_lengths = [data.draw(st.integers(0, len(seq))) for seq in batch]
     pairs = list(zip(batch, prompt_lengths, strict=True))
     plain_inputs, plain_targets = custom_collate_fn(batch)
     inputs, targets = custom_collate_fn(pairs, mask_instruction=True)
     assert torch.equal(inputs, plain_inputs)
     for row, p in enumerate(prompt_lengths):
-        assert (targets[row, : p - 1] == -100).all()
-        assert torch.equal(targets[row, p - 1 :], plain_targets[row, p - 1 :])
+        # the target at position t is token t + 1: a prompt token exactly when t + 1 < p
+        masked = max(p - 1, 0)
+        assert (targets[row, :masked] == -100).all()
+        assert torch.equal(targets[row, masked:], plain_targets[row, masked:])
     # pairs without mask_instruction behave like plain sequences
     assert torch.equal(custom_collate_fn(pairs)[1], plain_targets)
 
@@ -169,6 +176,13 @@ def test_collate_errors():
         custom_collate_fn([[1, 2], []])
     with pytest.raises(ValueError, match=r"item 0 .* no prompt length.*with_prompt_length=True"):
         custom_collate_fn([[1, 2, 3]], mask_instruction=True)
+    with pytest.raises(ValueError, match="item 1 of the batch has the prompt length -1"):
+        custom_collate_fn([([1, 2], 1), ([3, 4], -1)], mask_instruction=True)
+
+
+def test_an_empty_prompt_masks_nothing():
+    inputs, targets = custom_collate_fn([([5, 6, 7], 0), ([8, 9], 1)], mask_instruction=True)
+    assert targets.tolist() == [[6, 7, END_OF_TEXT_ID], [9, END_OF_TEXT_ID, -100]]
 
 
 def test_a_tuple_of_token_ids_is_a_sequence_not_a_pair():
@@ -255,8 +269,43 @@ def test_dataset_splits_each_example_into_prompt_and_answer(tokenizer, instructi
     for entry, (ids, prompt_length) in zip(records, dataset, strict=True):
         assert tokenizer.decode(ids[:prompt_length]) == format_prompt(entry)
         assert tokenizer.decode(ids[prompt_length:]) == entry["output"]
-        assert ids[:prompt_length] == tokenizer.encode(format_prompt(entry))  # as at inference
+        # the very tokens generate_response feeds the model for this instruction
+        assert ids[:prompt_length] == text_to_token_ids(format_prompt(entry), tokenizer)[0].tolist()
     assert InstructionDataset(records, tokenizer)[0] == dataset[0][0]
+
+
+def test_dataset_encodes_end_of_text_like_a_prompt_at_answer_time(tokenizer):
+    entry = {
+        "instruction": "Explain <|endoftext|>.",
+        "input": "",
+        "output": "It ends a text<|endoftext|>",
+    }
+    ((ids, prompt_length),) = InstructionDataset([entry], tokenizer, with_prompt_length=True)
+    prompt_ids = text_to_token_ids(format_prompt(entry), tokenizer)[0].tolist()
+    assert END_OF_TEXT_ID in prompt_ids
+    assert ids[:prompt_length] == prompt_ids
+    assert ids[prompt_length:] == tokenizer.encode("It ends a text") + [END_OF_TEXT_ID]
+
+
+def test_a_record_that_cannot_be_encoded_is_named(tokenizer):
+    import tiktoken
+
+    # an encoding with one more special token, which text_to_token_ids does not allow
+    strict = tiktoken.Encoding(
+        "gpt2-with-pad",
+        pat_str=tokenizer._pat_str,
+        mergeable_ranks=tokenizer._mergeable_ranks,
+        special_tokens={**tokenizer._special_tokens, "<|pad|>": 50257},
+    )
+    records = [RECORD, RECORD, {**RECORD, "output": "Use <|pad|> here."}]
+    with pytest.raises(
+        InstructionDataError, match=r"record 2 cannot be formatted and tokenized.*<\|pad\|>"
+    ):
+        InstructionDataset(records, strict)
+    with pytest.raises(InstructionDataError, match=r"record 1 .*KeyError: 'output'"):
+        InstructionDataset([RECORD, {"instruction": "x", "input": ""}], tokenizer)
+    with pytest.raises(InstructionDataError, match=r"record 0 .*TypeError"):
+        InstructionDataset([{**RECORD, "output": 5}], tokenizer)
 
 
 def test_extract_response():
@@ -264,6 +313,8 @@ def test_extract_response():
     assert extract_response("### Response:\nParis.\n### Instruction:\nMore") == "Paris."
     prompt = format_prompt(RECORD)
     assert extract_response(prompt + "Blue.", prompt=prompt) == "Blue."
+    assert extract_response(prompt + "### Input:\nMore", prompt=prompt) == ""  # a section at once
+    assert extract_response(prompt + "Steps:\n#1 mix", prompt=prompt) == "Steps:\n#1 mix"
     with pytest.raises(ValueError, match="no '### Response:' header"):
         extract_response("no header here")
 
@@ -390,6 +441,76 @@ def test_decode_incrementally_never_splits_characters(tokenizer, text):
     assert all("\ufffd" not in piece for piece in pieces) or "\ufffd" in text
 
 
+pieces_of_text = st.lists(st.sampled_from(["a", " ", "\n", "#", "##", "### ", "\n### ", "x\n#"]))
+
+
+def _answer_as_extract_response_cuts(text):
+    return re.split(r"(?:^|\n)### ", text, maxsplit=1)[0]
+
+
+@given(pieces=pieces_of_text)
+def test_stop_at_new_section_passes_on_exactly_the_answer(pieces):
+    # a stream cannot take text back, so equality with the cut text also means that no
+    # piece of the marker was ever passed on
+    passed = list(stop_at_new_section(pieces))
+    assert "".join(passed) == _answer_as_extract_response_cuts("".join(pieces))
+    assert all(passed)  # no empty pieces
+
+
+def test_stop_at_new_section_holds_back_a_possible_marker():
+    pieces = iter(["Red.\n#", "## Instruction:", "never read"])
+    passed = stop_at_new_section(pieces)
+    assert next(passed) == "Red."  # "\n#" is held back
+    assert list(passed) == []
+    assert next(pieces) == "never read"  # it stopped reading at the marker
+    assert list(stop_at_new_section(["Steps:\n#", "1 mix"])) == ["Steps:", "\n#1 mix"]
+    assert list(stop_at_new_section(["ends with\n##"])) == ["ends with", "\n##"]
+
+
+def test_stream_answer_gives_the_answer_of_generate_response(tiny_model, tokenizer):
+    decoder = CachedDecoder(tiny_model)
+    for entry in (RECORD, {"instruction": "Add 2 and 3.", "input": "2, 3", "output": "5"}):
+        pieces = list(
+            stream_answer(tiny_model, format_prompt(entry), tokenizer, 10, decoder=decoder)
+        )
+        assert "".join(pieces).strip() == generate_response(tiny_model, entry, tokenizer, "cpu", 10)
+        assert len(pieces) > 1  # streamed, not returned at once
+
+
+CHAIN = ["\n", "Blue", ".", "\n\n", "###", " Instruction", ":"]  # "\n" ends every prompt
+
+
+def _successor_model(tokenizer, chain):
+    # A GPTModel whose greedy next token depends only on the current one: each token of
+    # `chain` is followed by the next. Positions and blocks add nothing (their output
+    # projections are zero), and the head scores chain[i + 1] with the normalised embedding
+    # of chain[i], which no other embedding matches as well.
+    ids = [tokenizer.encode(token)[0] for token in chain]
+    torch.manual_seed(11)
+    model = GPTModel(TINY).eval()
+    with torch.no_grad():
+        model.pos_emb.weight.zero_()
+        for block in model.trf_blocks:
+            for linear in (block.att.out_proj, block.ff.fc_out):
+                linear.weight.zero_()
+                linear.bias.zero_()
+        model.out_head.weight.zero_()
+        for current, following in zip(ids[:-1], ids[1:], strict=True):
+            model.out_head.weight[following] = model.final_norm(model.tok_emb.weight[current])
+    return model
+
+
+def test_stream_answer_stops_at_a_new_section(tokenizer):
+    model = _successor_model(tokenizer, CHAIN)
+    prompt = format_prompt(RECORD)
+    out = generate(model, text_to_token_ids(prompt, tokenizer), 8, TINY["context_length"])
+    generated = tokenizer.decode(out[0].tolist())
+    assert generated.startswith(prompt + "Blue.\n\n### Instruction:")  # the model goes on
+    pieces = list(stream_answer(model, prompt, tokenizer, 8))
+    assert "#" not in "".join(pieces)
+    assert "".join(pieces).strip() == extract_response(generated, prompt) == "Blue."
+
+
 def test_decode_incrementally_on_split_characters(tokenizer):
     ids = tokenizer.encode("Grüße 🦙 中文")
     assert any("\ufffd" in tokenizer.decode([t]) for t in ids)  # one token alone is broken
@@ -424,7 +545,7 @@ class _FakeOllama(http.server.BaseHTTPRequestHandler):
         self.server.requests.append(request)
         mode = self.server.mode
         if mode == "slow":
-            time.sleep(1.5)
+            self.server.release.wait(30)  # far longer than the client waits; set at teardown
         if mode in ("ok", "slow"):
             message = {
                 "model": request["model"],
@@ -466,11 +587,12 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 @pytest.fixture
 def fake_ollama():
     server = _QuietServer(("127.0.0.1", 0), _FakeOllama)
-    server.mode, server.requests = "ok", []
+    server.mode, server.requests, server.release = "ok", [], threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield server
+    server.release.set()
     server.shutdown()
     server.server_close()
 
@@ -531,8 +653,10 @@ def test_a_slow_judge_times_out_instead_of_hanging(fake_ollama):
     fake_ollama.mode = "slow"
     start = time.perf_counter()
     with pytest.raises(JudgeUnavailableError, match="timed out"):
-        query_ollama("grade this", url=fake_ollama.url, timeout=0.3)
-    assert time.perf_counter() - start < 1.4
+        query_ollama("grade this", url=fake_ollama.url, timeout=0.5)
+    # the server would answer after 30 s; the client gives up after 0.5 s (generous margin
+    # for a loaded machine)
+    assert time.perf_counter() - start < 10
 
 
 def test_a_missing_judge_model_is_reported(fake_ollama):
@@ -582,10 +706,32 @@ def test_a_server_that_does_not_speak_http_is_not_ollama():
         ("On a scale from 0 to 100, this deserves 90.", 90),
         ("The answer is correct and complete: 95", 95),
         ("Score of 0 to 100: 12 out of 100", 12),
+        # numbers quoted before the grade: the labelled one counts, not the first one
+        ("The reference says 32 degrees, and so does the answer. Rating: 90", 90),
+        ("It lists 3 of the 4 colors the reference names.\nScore: 70", 70),
+        ("Score: 60 at first sight. After checking the facts, final score: 75", 75),
+        ("I rated it 88/100, as it misses 1 detail.", 88),
+        ("85\nThe answer names 3 colors, like the reference.", 85),
     ],
 )
 def test_parse_judge_score(reply, score):
     assert parse_judge_score(reply) == score
+
+
+@pytest.mark.parametrize(
+    "reply,match",
+    [
+        ("Grade: 7/10", r"7/10, a score on another scale"),
+        ("8 out of 10", r"8/10, a score on another scale"),
+        ("Rating: 4/5 stars. The reference has 3 more details.", r"4/5, a score on another scale"),
+        ("It names 3 colors; the reference names 4.", r"several numbers \(3, 4\) and no label"),
+        ("Score: 7.5", r"7.5 is not a whole number from 0 to 100"),
+        ("Score: 150", r"150 is not a whole number from 0 to 100"),
+    ],
+)
+def test_parse_judge_score_refuses_to_guess(reply, match):
+    with pytest.raises(JudgeReplyError, match=match):
+        parse_judge_score(reply)
 
 
 @pytest.mark.parametrize("reply", ["A fine answer!", "", "I give it 150", "-"])
@@ -702,7 +848,8 @@ def tiny_checkpoint(tmp_path_factory, tiny_model):
 def _expected_chat_answer(model, tokenizer, instruction, max_new_tokens):
     idx = torch.tensor([tokenizer.encode(format_prompt({"instruction": instruction, "input": ""}))])
     out = generate(model, idx, max_new_tokens, TINY["context_length"], eos_id=END_OF_TEXT_ID)
-    return tokenizer.decode([t for t in out[0, idx.shape[1] :].tolist() if t != END_OF_TEXT_ID])
+    text = tokenizer.decode([t for t in out[0, idx.shape[1] :].tolist() if t != END_OF_TEXT_ID])
+    return _answer_as_extract_response_cuts(text)
 
 
 def test_chat_streams_an_answer_and_ends_on_eof(tiny_checkpoint, tiny_model, tokenizer, cli_env):
@@ -722,3 +869,13 @@ def test_chat_ends_on_exit(tiny_checkpoint, cli_env, word):
                env=cli_env, stdin=f"Name a color.\n{word}\nName another color.\n")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("model> ") == 1
+
+
+def test_chat_stops_printing_at_a_new_section(tmp_path, tokenizer, cli_env):
+    model = _successor_model(tokenizer, CHAIN)
+    folder = save_checkpoint(tmp_path / "chain", model, config=config_from_model(model))
+    out = _cli("chat", "--checkpoint", str(folder), "--max-new-tokens", "8",
+               env=cli_env, stdin="Name a color.\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "model> Blue.\n" in out.stdout
+    assert "#" not in out.stdout and "Instruction" not in out.stdout
