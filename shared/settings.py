@@ -37,6 +37,8 @@ class CourseSettings:
     speed_decode_tokens: int
     speed_repeats: int
     speed_compile_demo: bool
+    # chapter 5 corpus notebook: optimizer steps of its small pretraining run
+    corpus_max_steps: int
     # --- chapter 6 fields ---
     # chapter 6: messages used from each split (None = all 1,045 / 149 / 300)
     classify_train_subset: int | None
@@ -89,6 +91,7 @@ _SETTINGS = {
         speed_decode_tokens=200,
         speed_repeats=3,
         speed_compile_demo=True,
+        corpus_max_steps=200,
         # --- chapter 6 full ---
         classify_train_subset=None,
         classify_val_subset=None,
@@ -115,6 +118,7 @@ _SETTINGS = {
         speed_decode_tokens=60,
         speed_repeats=1,
         speed_compile_demo=False,
+        corpus_max_steps=60,
         # --- chapter 6 test ---
         classify_train_subset=160,
         classify_val_subset=64,

@@ -82,11 +82,40 @@ def test_chapter_modules_import_only_earlier_chapters(module):
         other = chapter_number(top)
         if other is None or other < own:
             continue
-        # a bonus module (e.g. chapter 5's speed notebook) may build on its chapter's main module
-        bonus_on_main = other == own and dotted not in mains and name in mains
-        assert bonus_on_main, (
+        # a bonus module (e.g. chapter 5's speed and corpus notebooks) may build on its
+        # chapter's main module and on the chapter's other bonus modules (no cycles: see below)
+        bonus_in_own_chapter = other == own and dotted not in mains and name != dotted
+        assert bonus_in_own_chapter, (
             f"{module.relative_to(REPO_ROOT)} imports {name}, which is not an earlier chapter"
         )
+
+
+def test_modules_of_one_chapter_import_each_other_without_cycles():
+    modules = {
+        ".".join(p.relative_to(REPO_ROOT).with_suffix("").parts): p for p in chapter_modules()
+    }
+    graph = {
+        name: {
+            imported
+            for imported in _imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+            if imported in modules and imported != name
+        }
+        for name, path in modules.items()
+    }
+    visiting, done = set(), set()
+
+    def visit(name, chain):
+        assert name not in visiting, f"import cycle between chapter modules: {' -> '.join(chain)}"
+        if name in done:
+            return
+        visiting.add(name)
+        for imported in sorted(graph[name]):
+            visit(imported, [*chain, imported])
+        visiting.discard(name)
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [name])
 
 
 def test_notebooks_import_earlier_chapters_only_through_shared():
