@@ -453,6 +453,7 @@ GPT2_WEIGHT_MAP = {
 _GPT2_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
+import mmap
 import struct
 from itertools import chain
 
@@ -497,12 +498,12 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 
 
 class SafetensorsReader:
-    """Read single tensors from a .safetensors file with plain file reads.
+    """Read single tensors from a .safetensors file, copied or memory-mapped.
 
     The format is simple: 8 bytes giving the header's length n (little-endian), n bytes of
-    JSON giving each tensor's dtype, shape and byte range, then the raw tensor bytes. Reading
-    a tensor straight into a new tensor's memory never maps the whole file into the process,
-    so loading costs the model's memory and not a second copy of the file.
+    JSON giving each tensor's dtype, shape and byte range, then the raw tensor bytes.
+    ``get_tensor`` reads a tensor into new memory; ``map_tensor`` maps it from the file
+    without reading anything (see the text above ``load_gpt2``).
     """
 
     def __init__(self, path):
@@ -516,6 +517,7 @@ class SafetensorsReader:
             raise ValueError(f"{self.path} is not a safetensors file: {err}") from None
         self.header.pop("__metadata__", None)
         self._data_start = 8 + header_size
+        self._size = self.path.stat().st_size
 
     def keys(self) -> list[str]:
         return list(self.header)
@@ -538,6 +540,32 @@ class SafetensorsReader:
         if end - begin != buffer.nbytes or self._file.readinto(buffer) != buffer.nbytes:
             raise ValueError(f"{self.path} is truncated or damaged at tensor {name!r}")
         return out
+
+    def map_tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` as a copy-on-write view of the file (no bytes read, none copied).
+
+        Pages are read from disk (or the operating system's file cache) when first used and
+        are shared with that cache; writing to the tensor gives the process private copies
+        of just the pages written, and the file itself is never changed.
+        """
+        entry = self.header[name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        numel = self.shape(name).numel()
+        if numel == 0:
+            return torch.empty(self.shape(name), dtype=dtype)
+        start = self._data_start + begin
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY  # mappings start at this multiple
+        if end - begin != numel * dtype.itemsize or self._data_start + end > self._size:
+            raise ValueError(f"{self.path} is truncated or damaged at tensor {name!r}")
+        mapping = mmap.mmap(
+            self._file.fileno(), self._data_start + end - aligned, offset=aligned,
+            access=mmap.ACCESS_COPY,
+        )  # fmt: skip
+        flat = torch.frombuffer(mapping, dtype=dtype, count=numel, offset=start - aligned)
+        return flat.view(self.shape(name))  # the tensor keeps the mapping alive
 
     def get_tensor(self, name: str) -> torch.Tensor:
         dtype = _SAFETENSORS_DTYPES.get(self.header[name]["dtype"])
@@ -586,22 +614,22 @@ def load_gpt2(
     with SafetensorsReader(weights_file) as f:
         prefix = "transformer." if any(k.startswith("transformer.") for k in f.keys()) else ""
         stored = {k.removeprefix(prefix) for k in f.keys()} - {"lm_head.weight"}
-        # c_attn is read into one reusable buffer and split from there (no temporary copies)
-        scratch = torch.empty(max(f.shape(k).numel() for k in f.keys() if "c_attn" in k))
         for hf_name, our_name, how in _published_names(cfg["n_layers"]):
             if hf_name not in stored:
                 raise ValueError(
                     f"{weights_file} has no tensor {hf_name!r}; is it a GPT-2 checkpoint of the requested size?"
                 )
+            tensor = f.map_tensor(prefix + hf_name)  # a view of the file: nothing is copied
             if how and how.startswith("split"):  # c_attn holds q, k and v side by side
-                shape = f.shape(prefix + hf_name)
-                fused = f.read_into(prefix + hf_name, scratch[: shape.numel()].view(shape))
+                q, k, v = tensor.chunk(3, dim=-1)  # three views of the same mapping
+                if tensor.dim() == 1:  # the biases are tiny: give each its own memory
+                    q, k, v = q.clone(), k.clone(), v.clone()
                 pieces = {
-                    our_name.format(part=p): t.clone(memory_format=torch.contiguous_format)
-                    for p, t in zip(("query", "key", "value"), fused.chunk(3, dim=-1), strict=True)
+                    our_name.format(part=p): t
+                    for p, t in zip(("query", "key", "value"), (q, k, v), strict=True)
                 }
-            else:  # read straight into a tensor of its own
-                pieces = {our_name: f.get_tensor(prefix + hf_name)}
+            else:
+                pieces = {our_name: tensor}
             if how and how.endswith("T"):
                 # Conv1D stores (in, out), nn.Linear expects (out, in). A transposed *view*
                 # has the right shape without moving a byte; see the note below.

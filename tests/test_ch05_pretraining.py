@@ -218,11 +218,16 @@ def test_safetensors_reader_rejects_damaged_files(tmp_path):
     save_file({"w": torch.arange(12, dtype=torch.float32).view(3, 4)}, tmp_path / "ok.safetensors")
     with SafetensorsReader(tmp_path / "ok.safetensors") as f:
         assert torch.equal(f.get_tensor("w"), torch.arange(12, dtype=torch.float32).view(3, 4))
+    with SafetensorsReader(tmp_path / "ok.safetensors") as f:
+        mapped = f.map_tensor("w")
+    assert torch.equal(mapped, torch.arange(12, dtype=torch.float32).view(3, 4))
     data = (tmp_path / "ok.safetensors").read_bytes()
     (tmp_path / "short.safetensors").write_bytes(data[:-8])
     with SafetensorsReader(tmp_path / "short.safetensors") as f:
         with pytest.raises(ValueError, match="truncated or damaged at tensor 'w'"):
             f.get_tensor("w")
+        with pytest.raises(ValueError, match="truncated or damaged at tensor 'w'"):
+            f.map_tensor("w")
     (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
     with pytest.raises(ValueError, match="not a safetensors file"):
         SafetensorsReader(tmp_path / "junk.safetensors")
@@ -359,10 +364,11 @@ def test_loaded_weights_keep_the_file_layout_and_behave_like_any_parameter(tmp_p
     assert fc.shape == (4 * TINY_HF["n_embd"], TINY_HF["n_embd"])  # nn.Linear's (out, in)
     assert not fc.is_contiguous() and fc.T.is_contiguous()  # stored as the file's (in, out)
     qkv = [block.att.W_query, block.att.W_key, block.att.W_value]
-    pointers = {p.weight.untyped_storage().data_ptr() for p in qkv}
-    pointers |= {p.bias.untyped_storage().data_ptr() for p in qkv}
-    assert len(pointers) == 6  # q, k, v weights and biases own their memory
+    # the three weights are column blocks of the file's one c_attn matrix
+    assert len({p.weight.untyped_storage().data_ptr() for p in qkv}) == 1
+    assert len({p.bias.untyped_storage().data_ptr() for p in qkv}) == 3  # biases are copies
     assert model.out_head.weight is model.tok_emb.weight
+    file_bytes = (tmp_path / "model.safetensors").read_bytes()
     # a checkpoint of the loaded model round-trips, and training steps work
     save_checkpoint(tmp_path / "ckpt", model, config=gpt2_config_from_hf(TINY_HF))
     again = load_checkpoint(tmp_path / "ckpt", restore_rng=False)["model"]
@@ -376,6 +382,9 @@ def test_loaded_weights_keep_the_file_layout_and_behave_like_any_parameter(tmp_p
     loss.backward()
     optimizer.step()
     assert not torch.equal(before, fc.detach())
+    # the weights are copy-on-write maps of the file: training never changes the file
+    assert (tmp_path / "model.safetensors").read_bytes() == file_bytes
+    assert torch.equal(load_gpt2(tmp_path).trf_blocks[0].ff.fc_in.weight, before)
 
 
 def test_loader_names_first_mismatching_tensor(tmp_path):
