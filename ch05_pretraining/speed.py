@@ -52,6 +52,8 @@ class KVCache:
 
 import weakref
 
+import torch.nn.functional as F
+
 # id(weight) -> ((version, data pointer) when copied, a contiguous (in, out) copy)
 _TRANSPOSED: dict[int, tuple] = {}
 
@@ -71,6 +73,11 @@ def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
         cached = (stamp, weight.detach().T.contiguous())
         _TRANSPOSED[key] = cached
     return cached[1]
+
+
+def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    # chapter 4's LayerNorm (biased variance, its eps, scale and shift) in one fused call
+    return F.layer_norm(x, x.shape[-1:], norm.scale, norm.shift, norm.eps)
 
 
 class CachedDecoder:
@@ -123,12 +130,14 @@ class CachedDecoder:
             )
         positions = torch.arange(start, start + t, device=new_ids.device)
         x = model.tok_emb(new_ids) + model.pos_emb(positions)  # (b, t, emb_dim)
-        future = torch.ones(t, start + t, dtype=torch.bool, device=x.device).triu(
-            start + 1
-        )  # (t, start+t)
+        # new token i may attend to the cached tokens and to new tokens 0..i
+        causal = t > 1 and start == 0  # a prompt from an empty cache: the usual causal mask
+        mask = None  # a single new token attends to everything: no mask at all
+        if t > 1 and start > 0:
+            mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
         for layer, block in enumerate(model.trf_blocks):
             att = block.att
-            h = block.norm1(x)
+            h = _layer_norm(x, block.norm1)
             q, k, v = (
                 self._linear(h, proj)
                 .view(b, t, att.num_heads, att.head_dim)
@@ -136,16 +145,15 @@ class CachedDecoder:
                 for proj in (att.W_query, att.W_key, att.W_value)
             )
             keys, values = self.cache.update(layer, k, v)  # (b, heads, start+t, head_dim)
-            scores = (q @ keys.transpose(2, 3)).masked_fill(
-                future, float("-inf")
-            )  # (b, heads, t, start+t)
-            weights = torch.softmax(scores / att.head_dim**0.5, dim=-1)
-            context = (weights @ values).transpose(1, 2).reshape(b, t, att.d_out)  # (b, t, d_out)
+            context = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, is_causal=causal
+            )  # (b, heads, t, head_dim)
+            context = context.transpose(1, 2).reshape(b, t, att.d_out)  # (b, t, d_out)
             x = x + self._linear(context, att.out_proj)
-            hidden = block.ff.gelu(self._linear(block.norm2(x), block.ff.fc_in))
-            x = x + self._linear(hidden, block.ff.fc_out)
+            hidden = self._linear(_layer_norm(x, block.norm2), block.ff.fc_in)
+            x = x + self._linear(F.gelu(hidden, approximate="tanh"), block.ff.fc_out)
         self.cache.length = start + t
-        last = model.final_norm(x[:, -1, :])  # (b, emb_dim): only the last position is needed
+        last = _layer_norm(x[:, -1, :], model.final_norm)  # (b, emb_dim): only the last position
         return self._linear(last, model.out_head)[:, : self.vocab_size]  # (b, vocab)
 
 
@@ -281,7 +289,7 @@ def make_training_setup(
 ):
     """Build (model, optimizer, autocast_dtype) with the chosen speed options.
 
-    GPU-only options (TF32, bf16 autocast, fused AdamW) are ignored on other devices.
+    TF32 and bf16 autocast act on CUDA GPUs only; fused AdamW on CUDA and on CPUs.
     With ``compile_model`` the returned model is torch.compile's wrapper, whose state dict
     names start with "_orig_mod."; save ``getattr(model, "_orig_mod", model)`` instead.
     """
@@ -305,7 +313,8 @@ def make_training_setup(
         if decay_2d_only
         else [{"params": list(model.parameters()), "weight_decay": weight_decay}]
     )
-    optimizer = torch.optim.AdamW(groups, lr=lr, fused=bool(on_cuda and fused_adamw) or None)
+    fused = fused_adamw and device.type in ("cuda", "cpu")  # PyTorch has fused kernels for both
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
     autocast_dtype = (
         torch.bfloat16 if (on_cuda and bf16 and torch.cuda.is_bf16_supported()) else None
     )

@@ -151,6 +151,9 @@ def test_weight_decay_only_on_matrices():
     )
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert autocast_dtype is None  # bf16 autocast is for GPUs only
+    assert optimizer.defaults["fused"] is True  # PyTorch's fused AdamW kernel runs on CPUs too
+    _, plain, _ = make_training_setup(CFG, "cpu", fused_adamw=False)
+    assert not plain.defaults["fused"]
     groups = adamw_param_groups(model, 0.05)
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
 
@@ -272,3 +275,17 @@ def test_training_setup_with_compile_trains_like_eager():
         raw = getattr(model, "_orig_mod", model)
         assert not any(k.startswith("_orig_mod") for k in raw.state_dict())
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-4)
+
+
+def test_feeding_a_prompt_in_chunks_equals_feeding_it_at_once(model):
+    prompt = torch.tensor([[5, 17, 923, 4, 4, 8, 100, 7]])
+    with torch.no_grad():
+        full_logits = model(prompt)[:, -1, :]
+    for layout in ("native", "all"):
+        decoder = CachedDecoder(model, weight_layout=layout)
+        at_once = decoder.forward(prompt)
+        decoder.reset()
+        decoder.forward(prompt[:, :3])
+        in_chunks = decoder.forward(prompt[:, 3:])  # 5 new tokens after 3 cached ones
+        torch.testing.assert_close(in_chunks, at_once, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(at_once, full_logits, rtol=1e-5, atol=1e-5)
