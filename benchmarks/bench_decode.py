@@ -6,10 +6,9 @@ per second (new tokens / median wall time of one whole generation, prompt includ
 """
 
 import copy
-import inspect
 
 import torch
-from bench_utils import random_token_ids, round_robin, summarize_times
+from bench_utils import random_token_ids, round_robin, summarize_times, timed
 
 PROMPT_TOKENS = 4
 REFERENCE = "transformers_cache"
@@ -43,6 +42,44 @@ def _prefix_agreement(tokens: torch.Tensor, reference: torch.Tensor, prompt_len:
     return int(differs[0, 0]) if len(differs) else length
 
 
+def weight_stream_rate(model, repeats: int = 15) -> dict:
+    """How fast this machine reads weights in a one-token matrix-vector product.
+
+    Decoding one token at batch 1 multiplies a single vector by every weight matrix once, so
+    its cost has a floor: the bytes of all those matrices divided by the rate at which the
+    CPU streams a matrix through a matrix-vector product. We measure that rate on the
+    largest matrix, the output head, in the layout the cached decoder uses for this dtype.
+    """
+    import shared
+
+    head = model.out_head.weight
+    decoder = shared.CachedDecoder(model)  # its "auto" layout decides how the head is read
+    if decoder.weight_layout in ("head", "all"):
+        matrix, product = shared.transposed_weight(head), lambda v, m: v @ m
+    else:
+        matrix, product = head, lambda v, m: torch.nn.functional.linear(v, m)
+    vector = torch.randn(1, head.shape[1], dtype=head.dtype)
+    with torch.no_grad():
+        for _ in range(3):
+            product(vector, matrix)
+        samples = [timed(lambda: product(vector, matrix))[0] for _ in range(repeats)]
+    seconds = summarize_times(samples)["median_s"]
+    matrix_bytes = matrix.numel() * matrix.element_size()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    rate = matrix_bytes / seconds
+    return {
+        "dtype": str(head.dtype).removeprefix("torch."),
+        "head_layout": decoder.weight_layout,
+        "head_matvec_ms": 1e3 * seconds,
+        "bytes_per_s": rate,
+        "weight_bytes_read_per_token": weight_bytes,
+        "floor_ms_per_token": 1e3 * weight_bytes / rate,
+        "how": "median time of one (1 x d) @ head product; floor = bytes of every Linear "
+        "weight (blocks + head) / that rate",
+    }
+
+
 def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf16: bool) -> dict:
     """Time every decoding variant, interleaved, and check they produce the same tokens."""
     from transformers import GPT2LMHeadModel
@@ -53,27 +90,20 @@ def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf1
     prompt = random_token_ids((1, PROMPT_TOKENS))
     course = shared.load_gpt2(folder, size="124M")  # eval mode, output head tied
     hf = GPT2LMHeadModel.from_pretrained(folder).eval()
-    generate_cached = getattr(shared, "generate_cached", None)
 
     makers = {
         "course_no_cache": lambda n: shared.generate(
             course, prompt, n, context_size, temperature=0.0
         ),
         REFERENCE: _transformers_generator(hf, prompt),
+        "course_cache": lambda n: shared.generate_cached(course, prompt, n, temperature=0.0),
     }
-    if generate_cached is not None:
-        # pass context_size only if this version of generate_cached takes it
-        extra = {}
-        if "context_size" in inspect.signature(generate_cached).parameters:
-            extra["context_size"] = context_size
-        makers["course_cache"] = lambda n: generate_cached(
-            course, prompt, n, temperature=0.0, **extra
+    course_bf16 = None
+    if bf16:
+        course_bf16 = copy.deepcopy(course).to(torch.bfloat16)
+        makers["course_cache_bf16"] = lambda n: shared.generate_cached(
+            course_bf16, prompt, n, temperature=0.0
         )
-        if bf16:
-            course_bf16 = copy.deepcopy(course).to(torch.bfloat16)
-            makers["course_cache_bf16"] = lambda n: generate_cached(
-                course_bf16, prompt, n, temperature=0.0, **extra
-            )
 
     def no_grad_call(make, n):
         def call():
@@ -121,11 +151,15 @@ def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf1
             outputs["course_cache_bf16"], reference_tokens, PROMPT_TOKENS
         )
 
-    kv_speedup = None
-    if "course_cache" in variants:
-        kv_speedup = (
-            variants["course_cache"]["tokens_per_s"] / variants["course_no_cache"]["tokens_per_s"]
-        )
+    for entry in variants.values():
+        entry["ms_per_token"] = 1e3 * entry["median_s"] / new_tokens
+    streaming = {"fp32": weight_stream_rate(course)}
+    if course_bf16 is not None:
+        streaming["bf16"] = weight_stream_rate(course_bf16)
+
+    kv_speedup = (
+        variants["course_cache"]["tokens_per_s"] / variants["course_no_cache"]["tokens_per_s"]
+    )
     generated = reference_tokens[0, PROMPT_TOKENS:].tolist()
     return {
         "settings": {
@@ -140,14 +174,11 @@ def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf1
             "reference": f"{REFERENCE} (GPT2LMHeadModel.generate, use_cache=True, fp32, "
             f"attn_implementation={hf.config._attn_implementation!r})",
         },
-        "cached_available": generate_cached is not None,
-        "cached_unavailable_reason": None
-        if generate_cached is not None
-        else "shared has no generate_cached (ch05_pretraining.speed) yet",
         "prompt_ids": prompt[0].tolist(),
         "reference_generated_ids": generated,
         "reference_distinct_tokens": len(set(generated)),
         "variants": variants,
         "kv_cache_speedup": kv_speedup,
+        "weight_streaming": streaming,
         "checks": checks,
     }

@@ -5,8 +5,10 @@ head tied to the token embedding, loaded with the same random weights. One step 
 zero_grad + forward + cross-entropy + backward + AdamW step on the same fixed batch.
 """
 
+import copy
+
 import torch
-from bench_utils import random_token_ids, round_robin, summarize_times
+from bench_utils import random_token_ids, round_robin, summarize_times, timed
 from torch.nn import functional as F
 
 REFERENCE = "transformers"
@@ -52,8 +54,7 @@ def _course_forward(use_sdpa_attention, *, sdpa: bool):
     """Forward pass of the course model with its attention path chosen explicitly."""
 
     def forward(model, x):
-        if use_sdpa_attention is not None:
-            use_sdpa_attention(model, sdpa)
+        use_sdpa_attention(model, sdpa)
         return model(x)
 
     return forward
@@ -99,14 +100,16 @@ def run_train(
     hf_dropouts = [hf.config.resid_pdrop, hf.config.embd_pdrop, hf.config.attn_pdrop]
     if any(hf_dropouts):
         raise RuntimeError(f"the checkpoint's dropout should be 0, got {hf_dropouts}")
-    use_sdpa_attention = getattr(shared, "use_sdpa_attention", None)
     models = {  # name -> (model, forward returning logits)
-        "course": (course, _course_forward(use_sdpa_attention, sdpa=False)),
+        "course": (course, _course_forward(shared.use_sdpa_attention, sdpa=False)),
         REFERENCE: (hf, lambda m, x: m(input_ids=x).logits),
-    }
-    if use_sdpa_attention is not None:
         # the same model object and optimizer, with attention switched per step
-        models["course_sdpa"] = (course, _course_forward(use_sdpa_attention, sdpa=True))
+        "course_sdpa": (course, _course_forward(shared.use_sdpa_attention, sdpa=True)),
+    }
+    # every CPU speed option of the speed notebook: fused attention, torch.compile, and
+    # (below) the fused AdamW kernel; a copy of the course model with the same weights
+    fast = shared.use_sdpa_attention(copy.deepcopy(course), True)
+    models["course_fast"] = (torch.compile(fast), lambda m, x: m(x))
     book = _load_llms_from_scratch(course, cfg)
     if book is not None:
         models["llms_from_scratch"] = (book, lambda m, x: m(x))
@@ -150,8 +153,9 @@ def run_train(
     def make_step(model, forward):
         if id(model) not in optimizers:
             optimizers[id(model)] = torch.optim.AdamW(
-                model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY
-            )
+                model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
+                fused=True if model is models["course_fast"][0] else None,
+            )  # fmt: skip
         optimizer = optimizers[id(model)]
 
         def step():
@@ -167,6 +171,7 @@ def run_train(
     a = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, generator=torch.Generator().manual_seed(0))
     b = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, generator=torch.Generator().manual_seed(1))
     steps = {name: make_step(model.train(), fwd) for name, (model, fwd) in models.items()}
+    compile_seconds, _ = timed(steps["course_fast"])  # the first call compiles
     peak_name = f"matmul_{PEAK_MATMUL_SIZE}"
     steps[peak_name] = lambda: a @ b  # sampled in the same rounds, so under the same load
     times, last_loss = round_robin(steps, repeats=timed_steps, warmup=warmup_steps)
@@ -203,18 +208,22 @@ def run_train(
             "embedding in all three models, fp32, train mode",
             "course_sdpa": "the course model with use_sdpa_attention(model) (PyTorch's fused "
             "scaled_dot_product_attention); shares the course model's weights and optimizer",
+            "course_fast": "a copy of the course model with use_sdpa_attention, wrapped in "
+            "torch.compile, trained with AdamW(fused=True): every CPU speed option of the "
+            "speed notebook; still fp32",
+            "course_fast_compile_s": compile_seconds,
             "batch_size": batch_size,
             "seq_len": seq_len,
             "tokens_per_step": tokens_per_step,
             "optimizer": f"torch.optim.AdamW(lr={LEARNING_RATE}, weight_decay={WEIGHT_DECAY}) "
-            "on all parameters, default (for-loop) implementation on CPU",
+            "on all parameters; PyTorch's default implementation, the fused kernel for "
+            "course_fast",
             "step": "zero_grad(set_to_none) + forward + cross-entropy + backward + AdamW step",
             "warmup_steps": warmup_steps,
             "timed_steps": timed_steps,
             "reported": "tokens_per_s = tokens_per_step / median step time",
             "transformers_attn_implementation": hf.config._attn_implementation,
         },
-        "course_sdpa_available": use_sdpa_attention is not None,
         "llms_from_scratch_available": book is not None,
         "llms_from_scratch_install": LLMS_FROM_SCRATCH_INSTALL,
         "flops": flops,
