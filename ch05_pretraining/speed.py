@@ -54,25 +54,54 @@ import weakref
 
 import torch.nn.functional as F
 
-# id(weight) -> ((version, data pointer) when copied, a contiguous (in, out) copy)
-_TRANSPOSED: dict[int, tuple] = {}
+# (what, ids of the source tensors) -> (the sources' (version, data pointer), derived tensor)
+_DERIVED: dict[tuple, tuple] = {}
+
+
+def _derived(what: str, sources: tuple[torch.Tensor, ...], make):
+    """``make()``, computed once from ``sources`` and reused until one of them changes.
+
+    A source has changed when it was modified in place (an optimizer step, a
+    ``load_state_dict``: PyTorch counts such changes in ``tensor._version``) or now lives
+    elsewhere in memory. The result is dropped when a source is garbage-collected.
+    """
+    key = (what, *map(id, sources))
+    stamp = tuple((source._version, source.data_ptr()) for source in sources)
+    cached = _DERIVED.get(key)
+    if cached is None:
+        for source in sources:
+            weakref.finalize(source, _DERIVED.pop, key, None)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, make())
+        _DERIVED[key] = cached
+    return cached[1]
 
 
 def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A contiguous ``(in, out)`` copy of a Linear weight, made once and reused.
+    """A contiguous ``(in, out)`` copy of a Linear weight, made once and remade if it changes."""
+    return _derived("transposed", (weight,), lambda: weight.detach().T.contiguous())
 
-    The copy is remade when the weight has changed in place since (an optimizer step, a
-    ``load_state_dict``: PyTorch counts such changes in ``weight._version``) or now lives
-    elsewhere in memory, and it is dropped when the weight is garbage-collected.
+
+def _side_by_side(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """The contiguous matrix that the (in, out_i) ``parts`` already form in memory, or None.
+
+    True when the parts are adjacent column blocks of one row-major (in, sum of out_i)
+    tensor, as GPT-2's q/k/v weights are once ``load_gpt2`` has mapped the file's c_attn.
+    The answer is a view: nothing is copied.
     """
-    key, stamp = id(weight), (weight._version, weight.data_ptr())
-    cached = _TRANSPOSED.get(key)
-    if cached is None:
-        weakref.finalize(weight, _TRANSPOSED.pop, key, None)
-    if cached is None or cached[0] != stamp:
-        cached = (stamp, weight.detach().T.contiguous())
-        _TRANSPOSED[key] = cached
-    return cached[1]
+    first, offset = parts[0], parts[0].storage_offset()
+    for part in parts:
+        if (
+            part.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+            or part.stride() != first.stride()
+            or part.shape[0] != first.shape[0]
+            or part.storage_offset() != offset
+        ):
+            return None
+        offset += part.shape[1] * part.stride(1)
+    width = sum(part.shape[1] for part in parts)
+    whole = first.as_strided((first.shape[0], width), first.stride(), first.storage_offset())
+    return whole if whole.is_contiguous() else None
 
 
 def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
@@ -87,6 +116,8 @@ class CachedDecoder:
     with a transposed ``(in, out)`` copy of their weight (see the speed notebook):
     "native" none, "head" only the output head, "all" every linear layer. "auto" picks
     "head" for float32 weights on a CPU, where it was measured to pay off, else "native".
+    Queries, keys and values come from one fused product when their ``(in, out)`` weights
+    form one matrix: a copy under "all", a view for models loaded with ``load_gpt2``.
     """
 
     LAYOUTS = ("auto", "native", "head", "all")
@@ -118,6 +149,35 @@ class CachedDecoder:
         out = x @ transposed_weight(linear.weight)
         return out + linear.bias if linear.bias is not None else out
 
+    def qkv_weight(self, att) -> torch.Tensor | None:
+        """The fused (in, 3 * d_out) query/key/value matrix of ``att``, or None to use three."""
+        weights = tuple(proj.weight for proj in (att.W_query, att.W_key, att.W_value))
+        if att.W_query in self._transposed_layers:  # "all": one copy instead of three
+            return _derived("qkv", weights, lambda: torch.cat([w.detach().T for w in weights], 1))
+        # no copy: fuse only when the weights already lie side by side in (in, out) order
+        return _derived("qkv view", weights, lambda: _side_by_side([w.detach().T for w in weights]))
+
+    def _qkv(self, h: torch.Tensor, att) -> tuple[torch.Tensor, ...]:
+        b, t, _ = h.shape
+        projections = (att.W_query, att.W_key, att.W_value)
+        weight = self.qkv_weight(att)
+        if weight is None:
+            return tuple(
+                self._linear(h, proj).view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
+                for proj in projections
+            )  # each (b, heads, t, head_dim)
+        flat = h.reshape(b * t, -1)
+        if att.W_query.bias is None:
+            qkv = flat @ weight
+        else:
+            bias = _derived(
+                "qkv bias",
+                tuple(proj.bias for proj in projections),
+                lambda: torch.cat([proj.bias.detach() for proj in projections]),
+            )
+            qkv = torch.addmm(bias, flat, weight)  # (b * t, 3 * d_out), bias added in the product
+        return qkv.view(b, t, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
     @torch.no_grad()
     def forward(self, new_ids: torch.Tensor) -> torch.Tensor:
         """Feed new token ids (b, t) after the cached ones; return the last position's logits (b, vocab)."""
@@ -137,13 +197,7 @@ class CachedDecoder:
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
         for layer, block in enumerate(model.trf_blocks):
             att = block.att
-            h = _layer_norm(x, block.norm1)
-            q, k, v = (
-                self._linear(h, proj)
-                .view(b, t, att.num_heads, att.head_dim)
-                .transpose(1, 2)  # (b, heads, t, head_dim)
-                for proj in (att.W_query, att.W_key, att.W_value)
-            )
+            q, k, v = self._qkv(_layer_norm(x, block.norm1), att)  # (b, heads, t, head_dim)
             keys, values = self.cache.update(layer, k, v)  # (b, heads, start+t, head_dim)
             context = F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=mask, is_causal=causal

@@ -9,6 +9,7 @@ from ch05_pretraining.pretraining import calc_loss_batch, generate
 from ch05_pretraining.speed import (
     CachedDecoder,
     KVCache,
+    _side_by_side,
     adamw_param_groups,
     generate_cached,
     hide_padded_vocab,
@@ -289,3 +290,46 @@ def test_feeding_a_prompt_in_chunks_equals_feeding_it_at_once(model):
         in_chunks = decoder.forward(prompt[:, 3:])  # 5 new tokens after 3 cached ones
         torch.testing.assert_close(in_chunks, at_once, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(at_once, full_logits, rtol=1e-5, atol=1e-5)
+
+
+def _qkv_parts(att):
+    return [proj.weight.detach().T for proj in (att.W_query, att.W_key, att.W_value)]
+
+
+def test_fused_qkv_is_a_view_for_loaded_gpt2_weights(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ch05_pretraining.pretraining import load_gpt2
+
+    torch.manual_seed(5)
+    config = GPT2Config(n_embd=48, n_layer=2, n_head=4, n_positions=32, vocab_size=50257)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path, safe_serialization=True)
+    loaded = load_gpt2(tmp_path)
+    for layout in ("native", "head"):
+        decoder = CachedDecoder(loaded, weight_layout=layout)
+        for block in loaded.trf_blocks:
+            fused = decoder.qkv_weight(block.att)
+            assert fused is not None and fused.is_contiguous()
+            assert fused.data_ptr() == block.att.W_query.weight.data_ptr()  # a view, no copy
+            assert torch.equal(fused, torch.cat(_qkv_parts(block.att), dim=1))
+        prompt = torch.tensor([[11, 12, 13], [7, 8, 9]])
+        assert torch.equal(
+            generate_cached(loaded, prompt, 10, decoder=decoder),
+            generate(loaded, prompt, 10, context_size=32),
+        )
+
+
+def test_fused_qkv_is_a_copy_under_all_and_absent_otherwise(model):
+    att = model.trf_blocks[0].att
+    assert CachedDecoder(model, weight_layout="head").qkv_weight(att) is None  # three products
+    fused = CachedDecoder(model, weight_layout="all").qkv_weight(att)
+    assert fused.shape == (CFG["emb_dim"], 3 * CFG["emb_dim"]) and fused.is_contiguous()
+    assert torch.equal(fused, torch.cat(_qkv_parts(att), dim=1))
+    assert fused.data_ptr() != att.W_query.weight.data_ptr()
+    # three separate matrices that merely sit next to each other in memory in the wrong order
+    # are not taken for a fused one
+    joint = torch.randn(CFG["emb_dim"], 3 * CFG["emb_dim"])
+    parts = list(joint.split(CFG["emb_dim"], dim=1))
+    assert torch.equal(_side_by_side(parts), joint)
+    assert _side_by_side([parts[1], parts[0], parts[2]]) is None
+    assert _side_by_side([parts[0], parts[1]]) is None  # adjacent, but not a whole row-major matrix
