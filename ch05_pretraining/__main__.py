@@ -128,7 +128,9 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=on_off, default=False, help="torch.compile the model")
     parser.add_argument("--bf16", action=on_off, default=True, help="bf16 autocast (CUDA)")
     parser.add_argument("--tf32", action=on_off, default=True, help="TF32 matmuls (CUDA)")
-    parser.add_argument("--fused-adamw", action=on_off, default=True, help="fused AdamW (CUDA)")
+    parser.add_argument(
+        "--fused-adamw", action=on_off, default=True, help="fused AdamW (CUDA or CPU)"
+    )
     parser.add_argument(
         "--decay-2d-only", action=on_off, default=False, help="no weight decay on biases, norms"
     )

@@ -353,7 +353,7 @@ class PretrainConfig:
     compile: bool = _option(False, "torch.compile the model (slow start, faster steps)")
     bf16: bool = _option(True, "bf16 autocast on CUDA GPUs that support it")
     tf32: bool = _option(True, "TF32 matrix multiplications on CUDA")
-    fused_adamw: bool = _option(True, "fused AdamW kernel on CUDA")
+    fused_adamw: bool = _option(True, "fused AdamW kernel (CUDA, CPU)")
     pad_vocab: bool = _option(False, "pad the vocabulary to a multiple of 64 (GPU speed)")
     tie_weights: bool = _option(False, "share the token embedding with the output head")
 
