@@ -65,6 +65,11 @@ def _check_batched_input(x: torch.Tensor, expected_d_in: int) -> None:
         )
 
 
+def causal_mask(size: int) -> torch.Tensor:
+    """(size, size) booleans, True above the diagonal: the future positions a query must not see."""
+    return torch.triu(torch.ones(size, size, dtype=torch.bool), diagonal=1)
+
+
 class CausalAttention(nn.Module):
     """Single-head causal self-attention with dropout on the weights, for batched input."""
 
@@ -79,10 +84,9 @@ class CausalAttention(nn.Module):
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.dropout = nn.Dropout(dropout)
-        # True above the diagonal: the future positions each query must not see. It moves
-        # with .to(device) but is rebuilt from context_length, so it stays out of state_dict().
-        future = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), 1)
-        self.register_buffer("mask", future, persistent=False)
+        # The mask moves with .to(device) but is rebuilt from context_length, so it stays
+        # out of state_dict().
+        self.register_buffer("mask", causal_mask(context_length), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batched_input(x, self.d_in)
@@ -168,8 +172,7 @@ class MultiHeadAttention(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
-        future = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), 1)
-        self.register_buffer("mask", future, persistent=False)
+        self.register_buffer("mask", causal_mask(context_length), persistent=False)
         # True: compute the same attention with PyTorch's fused scaled_dot_product_attention
         # (fast kernels on GPUs; see chapter 5's speed notebook). No parameter changes.
         self.use_sdpa = False
@@ -222,4 +225,5 @@ __all__ = [
     "MultiHeadAttentionWrapper",
     "SelfAttentionV1",
     "SelfAttentionV2",
+    "causal_mask",
 ]

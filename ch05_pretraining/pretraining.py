@@ -457,7 +457,7 @@ import mmap
 import struct
 from itertools import chain
 
-from ch03_attention.attention import MultiHeadAttention
+from ch03_attention.attention import MultiHeadAttention, causal_mask
 
 
 def gpt2_config_from_hf(hf_config: dict, drop_rate: float = 0.0) -> dict:
@@ -498,12 +498,12 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 
 
 class SafetensorsReader:
-    """Read single tensors from a .safetensors file, copied or memory-mapped.
+    """Memory-map single tensors from a .safetensors file, without copying them.
 
     The format is simple: 8 bytes giving the header's length n (little-endian), n bytes of
     JSON giving each tensor's dtype, shape and byte range, then the raw tensor bytes.
-    ``get_tensor`` reads a tensor into new memory; ``map_tensor`` maps it from the file
-    without reading anything (see the text above ``load_gpt2``).
+    ``map_tensor`` maps a tensor from the file without reading anything (see the text
+    above ``load_gpt2``).
     """
 
     def __init__(self, path):
@@ -524,22 +524,6 @@ class SafetensorsReader:
 
     def shape(self, name: str) -> torch.Size:
         return torch.Size(self.header[name]["shape"])
-
-    def read_into(self, name: str, out: torch.Tensor) -> torch.Tensor:
-        """Read tensor ``name`` into the contiguous tensor ``out`` (same dtype, same size)."""
-        entry = self.header[name]
-        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
-        if dtype != out.dtype or self.shape(name).numel() != out.numel():
-            raise ValueError(
-                f"{self.path}: tensor {name!r} is {entry['dtype']} {entry['shape']}, which does "
-                f"not fit a {out.dtype} tensor of {out.numel()} values"
-            )
-        begin, end = entry["data_offsets"]
-        buffer = out.view(-1).view(torch.uint8).numpy()  # the tensor's own bytes
-        self._file.seek(self._data_start + begin)
-        if end - begin != buffer.nbytes or self._file.readinto(buffer) != buffer.nbytes:
-            raise ValueError(f"{self.path} is truncated or damaged at tensor {name!r}")
-        return out
 
     def map_tensor(self, name: str) -> torch.Tensor:
         """Tensor ``name`` as a copy-on-write view of the file (no bytes read, none copied).
@@ -566,14 +550,6 @@ class SafetensorsReader:
         )  # fmt: skip
         flat = torch.frombuffer(mapping, dtype=dtype, count=numel, offset=start - aligned)
         return flat.view(self.shape(name))  # the tensor keeps the mapping alive
-
-    def get_tensor(self, name: str) -> torch.Tensor:
-        dtype = _SAFETENSORS_DTYPES.get(self.header[name]["dtype"])
-        if dtype is None:
-            raise ValueError(
-                f"{self.path}: tensor {name!r} has unsupported dtype {self.header[name]['dtype']}"
-            )
-        return self.read_into(name, torch.empty(self.shape(name), dtype=dtype))
 
     def __enter__(self):
         return self
@@ -653,8 +629,7 @@ def load_gpt2(
     # them for real now that the model leaves the meta device.
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):
-            n = module.mask.shape[0]
-            module.mask = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+            module.mask = causal_mask(module.context_length)
     missing = [n for n, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
     if missing:
         raise ValueError(f"{weights_file} left parameters unset: {missing[:5]}")

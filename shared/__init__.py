@@ -42,6 +42,7 @@ from ch03_attention.attention import (
     MultiHeadAttentionWrapper,
     SelfAttentionV1,
     SelfAttentionV2,
+    causal_mask,
 )
 
 # --- chapter 4: the GPT model ------------------------------------------------
@@ -227,6 +228,7 @@ __all__ = [
     "MultiHeadAttentionWrapper",
     "SelfAttentionV1",
     "SelfAttentionV2",
+    "causal_mask",
     # chapter 4
     "GELU",
     "GPT2_PRESETS",

@@ -12,7 +12,16 @@ from ch03_attention.attention import (
     MultiHeadAttentionWrapper,
     SelfAttentionV1,
     SelfAttentionV2,
+    causal_mask,
 )
+
+
+def test_causal_mask_hides_exactly_the_future():
+    mask = causal_mask(4)
+    assert mask.dtype == torch.bool and mask.shape == (4, 4)
+    for query in range(4):
+        assert mask[query].tolist() == [key > query for key in range(4)]
+    assert causal_mask(1).tolist() == [[False]]
 
 
 def _fuse_heads_into(wrapper: MultiHeadAttentionWrapper, mha: MultiHeadAttention) -> None:

@@ -217,15 +217,11 @@ def test_safetensors_reader_rejects_damaged_files(tmp_path):
 
     save_file({"w": torch.arange(12, dtype=torch.float32).view(3, 4)}, tmp_path / "ok.safetensors")
     with SafetensorsReader(tmp_path / "ok.safetensors") as f:
-        assert torch.equal(f.get_tensor("w"), torch.arange(12, dtype=torch.float32).view(3, 4))
-    with SafetensorsReader(tmp_path / "ok.safetensors") as f:
         mapped = f.map_tensor("w")
     assert torch.equal(mapped, torch.arange(12, dtype=torch.float32).view(3, 4))
     data = (tmp_path / "ok.safetensors").read_bytes()
     (tmp_path / "short.safetensors").write_bytes(data[:-8])
     with SafetensorsReader(tmp_path / "short.safetensors") as f:
-        with pytest.raises(ValueError, match="truncated or damaged at tensor 'w'"):
-            f.get_tensor("w")
         with pytest.raises(ValueError, match="truncated or damaged at tensor 'w'"):
             f.map_tensor("w")
     (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
