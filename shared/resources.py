@@ -14,13 +14,24 @@ truncated file is never kept or returned.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from shared.io import sha256_file, write_atomically
+
+__all__ = [
+    "ChecksumError",
+    "RESOURCES",
+    "Resource",
+    "ResourceError",
+    "ResourceUnavailableError",
+    "fetch",
+    "gpt2_tokenizer",
+    "seed_tiktoken_cache",
+    "use_mirror_for_tiktoken",
+]
 
 CACHE_ENV_VAR = "GPT_COURSE_CACHE"
 MIRROR_ENV_VAR = "GPT_COURSE_DATA_MIRROR"
@@ -114,14 +125,6 @@ def mirror_dir() -> Path | None:
     return Path(configured).expanduser() if configured else None
 
 
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _resolve(resource: str | Resource) -> Resource:
     if isinstance(resource, Resource):
         return resource
@@ -142,14 +145,14 @@ def fetch(resource: str | Resource, *, progress: bool = True) -> Path:
     res = _resolve(resource)
     cached = cache_dir() / res.filename
     if cached.exists():
-        if sha256_of(cached) == res.sha256:
+        if sha256_file(cached) == res.sha256:
             return cached
         cached.unlink()  # a stale or damaged cache entry is never returned
 
     mirror = mirror_dir()
     if mirror is not None and (mirror / res.filename).is_file():
         mirrored = mirror / res.filename
-        actual = sha256_of(mirrored)
+        actual = sha256_file(mirrored)
         if actual != res.sha256:
             raise ChecksumError(
                 f"{mirrored} does not match the pinned checksum of {res.name!r} "
@@ -182,50 +185,49 @@ def fetch(resource: str | Resource, *, progress: bool = True) -> Path:
 
 
 def _download(res: Resource, url: str, destination: Path, *, progress: bool) -> Path:
-    """Download ``url`` and install the verified file at ``destination`` atomically."""
+    """Download ``url`` and install the verified file at ``destination`` atomically.
+
+    ``pooch`` does the work: it downloads to a temporary name beside the destination,
+    checks the hash, and renames the file into place only when it matches. For a zip
+    archive it extracts the one member we need; that member's hash is checked here.
+    """
     import pooch
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as tmp:
-        tmp_dir = Path(tmp)
-        if res.archive_member is None:
-            try:
-                pooch.retrieve(
-                    url,
-                    known_hash=f"sha256:{res.sha256}",
-                    fname=res.filename,
-                    path=tmp_dir,
-                    progressbar=progress,
-                )
-            except ValueError as err:
-                if "hash" not in str(err).lower():
-                    raise
-                raise ChecksumError(
-                    f"the download of {res.filename} from {url} does not match the pinned "
-                    f"sha256 {res.sha256}; nothing was kept. The server may be serving a changed "
-                    f"or damaged file: try again later, or provide a verified copy through {MIRROR_ENV_VAR}."
-                ) from None
-            downloaded = tmp_dir / res.filename
-        else:
-            archive = Path(
-                pooch.retrieve(
-                    url, known_hash=None, fname="archive.zip", path=tmp_dir, progressbar=progress
-                )
+    if res.archive_member is None:
+        try:
+            pooch.retrieve(
+                url,
+                known_hash=f"sha256:{res.sha256}",
+                fname=destination.name,
+                path=destination.parent,
+                progressbar=progress,
             )
-            downloaded = tmp_dir / res.filename
-            with (
-                zipfile.ZipFile(archive) as zf,
-                zf.open(res.archive_member) as src,
-                open(downloaded, "wb") as dst,
-            ):
-                shutil.copyfileobj(src, dst)
-            actual = sha256_of(downloaded)
-            if actual != res.sha256:
-                raise ChecksumError(
-                    f"{res.archive_member} inside the archive from {url} has sha256 {actual}, "
-                    f"expected {res.sha256}; nothing was kept. Provide a verified copy through {MIRROR_ENV_VAR}."
-                )
-        os.replace(downloaded, destination)  # atomic on one filesystem: never half-written
+        except ValueError as err:
+            if "hash" not in str(err).lower():
+                raise
+            raise ChecksumError(
+                f"the download of {res.filename} from {url} does not match the pinned "
+                f"sha256 {res.sha256}; nothing was kept. The server may be serving a changed "
+                f"or damaged file: try again later, or provide a verified copy through {MIRROR_ENV_VAR}."
+            ) from None
+        return destination
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as tmp:
+        (member,) = pooch.retrieve(
+            url,
+            known_hash=None,
+            fname="archive.zip",
+            path=tmp,
+            progressbar=progress,
+            processor=pooch.Unzip(members=[res.archive_member]),
+        )
+        actual = sha256_file(member)
+        if actual != res.sha256:
+            raise ChecksumError(
+                f"{res.archive_member} inside the archive from {url} has sha256 {actual}, "
+                f"expected {res.sha256}; nothing was kept. Provide a verified copy through {MIRROR_ENV_VAR}."
+            )
+        os.replace(member, destination)  # atomic on one filesystem: never half-written
     return destination
 
 
@@ -249,10 +251,8 @@ def seed_tiktoken_cache(target: Path | None = None) -> Path:
     for name, key in _TIKTOKEN_CACHE_KEYS.items():
         dest = target / key
         source = fetch(name, progress=False)
-        if not dest.exists() or sha256_of(dest) != RESOURCES[name].sha256:
-            tmp = dest.with_name(dest.name + ".tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
+        if not dest.exists() or sha256_file(dest) != RESOURCES[name].sha256:
+            write_atomically(dest, source.read_bytes())
     os.environ[TIKTOKEN_CACHE_ENV_VAR] = str(target)
     return target
 

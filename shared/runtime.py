@@ -7,6 +7,11 @@ import random
 import numpy as np
 import torch
 
+__all__ = [
+    "get_device",
+    "set_seed",
+]
+
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (CPU and every GPU) in one call."""

@@ -18,6 +18,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+__all__ = [
+    "CourseSettings",
+    "MODE_ENV_VAR",
+    "get_settings",
+    "mode_banner",
+]
+
 MODE_ENV_VAR = "GPT_COURSE_MODE"
 MODES = ("full", "test")
 
@@ -84,61 +91,34 @@ class CourseSettings:
         return test if self.is_test else full
 
 
+# Each setting's value as (full mode, test mode); CourseSettings says what each one is for.
 _SETTINGS = {
-    "full": dict(
-        pretrain_epochs=10,
-        gpt2_source="hub",
-        speed_decode_tokens=200,
-        speed_repeats=3,
-        speed_compile_demo=True,
-        corpus_max_steps=200,
-        # --- chapter 6 full ---
-        classify_train_subset=None,
-        classify_val_subset=None,
-        classify_test_subset=None,
-        classify_epochs=5,
-        classify_eval_freq=50,
-        classify_eval_iter=5,
-        classify_lr=5e-5,
-        classify_lora_lr=5e-4,
-        classify_exercise_epochs=5,
-        # --- chapter 7 full ---
-        instruct_train_subset=None,
-        instruct_val_subset=None,
-        instruct_test_subset=None,
-        instruct_epochs=2,
-        instruct_eval_freq=5,
-        instruct_eval_iter=5,
-        instruct_max_new_tokens=256,
-        instruct_exercise_train_subset=None,
-    ),
-    "test": dict(
-        pretrain_epochs=10,
-        gpt2_source="standin",
-        speed_decode_tokens=60,
-        speed_repeats=1,
-        speed_compile_demo=False,
-        corpus_max_steps=60,
-        # --- chapter 6 test ---
-        classify_train_subset=160,
-        classify_val_subset=64,
-        classify_test_subset=64,
-        classify_epochs=3,
-        classify_eval_freq=5,
-        classify_eval_iter=2,
-        classify_lr=5e-4,
-        classify_lora_lr=2e-3,
-        classify_exercise_epochs=1,
-        # --- chapter 7 test ---
-        instruct_train_subset=24,
-        instruct_val_subset=16,
-        instruct_test_subset=4,
-        instruct_epochs=1,
-        instruct_eval_freq=2,
-        instruct_eval_iter=1,
-        instruct_max_new_tokens=10,
-        instruct_exercise_train_subset=16,
-    ),
+    # chapter 5 and its bonus notebooks
+    "pretrain_epochs": (10, 10),
+    "gpt2_source": ("hub", "standin"),
+    "speed_decode_tokens": (200, 60),
+    "speed_repeats": (3, 1),
+    "speed_compile_demo": (True, False),
+    "corpus_max_steps": (200, 60),
+    # chapter 6
+    "classify_train_subset": (None, 160),
+    "classify_val_subset": (None, 64),
+    "classify_test_subset": (None, 64),
+    "classify_epochs": (5, 3),
+    "classify_eval_freq": (50, 5),
+    "classify_eval_iter": (5, 2),
+    "classify_lr": (5e-5, 5e-4),
+    "classify_lora_lr": (5e-4, 2e-3),
+    "classify_exercise_epochs": (5, 1),
+    # chapter 7
+    "instruct_train_subset": (None, 24),
+    "instruct_val_subset": (None, 16),
+    "instruct_test_subset": (None, 4),
+    "instruct_epochs": (2, 1),
+    "instruct_eval_freq": (5, 2),
+    "instruct_eval_iter": (5, 1),
+    "instruct_max_new_tokens": (256, 10),
+    "instruct_exercise_train_subset": (None, 16),
 }
 
 
@@ -159,7 +139,8 @@ def current_mode() -> str:
 def get_settings() -> CourseSettings:
     """Settings for the current mode (read from the environment on each call)."""
     mode = current_mode()
-    return CourseSettings(mode=mode, **_SETTINGS[mode])
+    column = MODES.index(mode)
+    return CourseSettings(mode=mode, **{name: both[column] for name, both in _SETTINGS.items()})
 
 
 def mode_banner(full_does: str | None = None) -> str:
