@@ -1,0 +1,241 @@
+"""tools/export.py on small synthetic notebooks in a throwaway repository layout."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.export import ExportError, export_all, export_notebook, stale_modules
+
+RUFF_CONFIG = """\
+[tool.ruff]
+line-length = 100
+target-version = "py310"
+
+[tool.ruff.lint]
+select = ["E", "F", "W", "I", "B", "UP"]
+ignore = ["E501"]
+"""
+
+
+def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
+    """Write an nbformat-4 notebook; ``cells`` are (cell type, source) pairs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb = {
+        "cells": [
+            {"cell_type": kind, "metadata": {}, "source": source.splitlines(keepends=True)}
+            | ({"execution_count": None, "outputs": []} if kind == "code" else {})
+            for kind, source in cells
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    return path
+
+
+DEMO_CELLS = [
+    ("markdown", "# Demo chapter\n\nSome words."),
+    ("code", "#| default_exp demo"),
+    ("markdown", "## 9.1 First section"),
+    (
+        "code",
+        "#| export\n"
+        "import torch\n"
+        "from pathlib import Path\n"
+        "import os\n"
+        "\n"
+        "# a comment about f, which stays\n"
+        "def f():\n"
+        "    return Path(os.sep), torch.zeros(1)\n",
+    ),
+    ("code", "f()  # not exported"),
+    ("markdown", "Text without a heading.\n\n## 9.2 Second section\n\n### 9.2.1 Details"),
+    (
+        "code",
+        "#| export\n"
+        "from __future__ import annotations\n"
+        "import json\n"
+        "from pathlib import PurePath\n"
+        "import torch.nn.functional as F\n"
+        "from ch09_demo.helpers import helper\n"
+        "\n"
+        'LIMIT = json.dumps(PurePath("x").name)\n'
+        "_private = F\n"
+        "\n"
+        "\n"
+        "def g():\n"
+        "    import math\n"
+        "\n"
+        "    return math.pi, helper\n",
+    ),
+    ("code", "#| export\nimport os\nfrom pathlib import Path"),  # imports only: no body
+]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text(RUFF_CONFIG, encoding="utf-8")
+    write_notebook(tmp_path / "ch09_demo" / "demo.ipynb", DEMO_CELLS)
+    # ruff calls ch09_demo.helpers first-party because the file exists in the repository
+    (tmp_path / "ch09_demo" / "helpers.py").write_text("", encoding="utf-8")
+    return tmp_path
+
+
+def export_one(repo: Path, name: str = "demo.ipynb") -> dict[str, str]:
+    modules = export_notebook(repo / "ch09_demo" / name, repo)
+    return {m.module.as_posix(): m.text for m in modules}
+
+
+def ruff(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_imports_are_hoisted_merged_and_sorted(repo):
+    text = export_one(repo)["ch09_demo/demo.py"]
+    expected = (
+        "from __future__ import annotations\n"
+        "\n"
+        "import json\n"
+        "import os\n"
+        "from pathlib import Path, PurePath\n"
+        "\n"
+        "import torch\n"
+        "import torch.nn.functional as F\n"
+        "\n"
+        "from ch09_demo.helpers import helper\n"
+        "\n"
+        "__all__ = [\n"
+    )
+    assert expected in text
+    assert text.count("import os") == 1 and text.count("from pathlib") == 1
+
+
+def test_generated_module_passes_ruff(repo):
+    module = repo / "ch09_demo" / "demo.py"
+    module.write_text(export_one(repo)["ch09_demo/demo.py"], encoding="utf-8")
+    for args in (["check", "--select", "I", module.name], ["format", "--check", module.name]):
+        result = ruff(repo / "ch09_demo", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_long_from_import_is_wrapped_as_ruff_wants(repo):
+    names = [f"helper_function_number_{i}" for i in range(6)]
+    write_notebook(
+        repo / "ch09_demo" / "long.ipynb",
+        [
+            ("markdown", "# Long"),
+            ("code", "#| default_exp long"),
+            ("code", f"#| export\nfrom ch09_demo.helpers import {', '.join(reversed(names))}\n"),
+            ("code", f"#| export\nVALUES = [{', '.join(names)}]"),
+        ],
+    )
+    text = export_one(repo, "long.ipynb")["ch09_demo/long.py"]
+    wrapped = "from ch09_demo.helpers import (\n" + "".join(f"    {n},\n" for n in names) + ")\n"
+    assert wrapped in text
+    module = repo / "ch09_demo" / "long.py"
+    module.write_text(text, encoding="utf-8")
+    result = ruff(repo / "ch09_demo", "check", module.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docstring_comes_from_the_title_after_the_header(repo):
+    text = export_one(repo)["ch09_demo/demo.py"]
+    lines = text.splitlines()
+    assert (
+        lines[0] == "# AUTOGENERATED FROM ch09_demo/demo.ipynb by tools/export.py -- DO NOT EDIT."
+    )
+    assert lines[1].startswith("# Edit the notebook")
+    docstring = ast.get_docstring(ast.parse(text))
+    assert docstring.splitlines()[0] == "Demo chapter"
+    assert "ch09_demo/demo.ipynb" in docstring
+
+
+def test_each_cell_is_marked_with_its_section(repo):
+    text = export_one(repo)["ch09_demo/demo.py"]
+    assert '\n\n\n# -- demo.ipynb, "9.1 First section" --\n# a comment about f' in text
+    # the nearest heading before the cell, even in a cell that starts with prose
+    assert '\n\n\n# -- demo.ipynb, "9.2.1 Details" --\nLIMIT = ' in text
+    # the cell holding only imports leaves no marker behind
+    assert text.count("# -- demo.ipynb") == 2
+    assert "not exported" not in text
+
+
+def test_all_follows_the_imports_and_lists_public_names(repo):
+    tree = ast.parse(export_one(repo)["ch09_demo/demo.py"])
+    kinds = [type(node).__name__ for node in tree.body]
+    position = next(i for i, node in enumerate(tree.body) if isinstance(node, ast.Assign))
+    assert all(kind in ("Import", "ImportFrom") for kind in kinds[1:position])  # [0]: docstring
+    assert tree.body[position].targets[0].id == "__all__"
+    assert ast.literal_eval(tree.body[position].value) == ["LIMIT", "f", "g"]
+    assert "Import" not in kinds[position:] and "ImportFrom" not in kinds[position:]
+
+
+def test_nested_import_is_not_hoisted(repo):
+    text = export_one(repo)["ch09_demo/demo.py"]
+    assert "def g():\n    import math\n\n    return math.pi, helper\n" in text
+    assert "\nimport math\n" not in text
+
+
+def test_export_directive_with_a_module_name_writes_another_module(repo):
+    cells = [
+        *DEMO_CELLS,
+        ("markdown", "## 9.3 Extras"),
+        ("code", "#| export extras\nimport torch\n\n\ndef extra():\n    return torch.ones(1)"),
+    ]
+    write_notebook(repo / "ch09_demo" / "demo.ipynb", cells)
+    texts = export_one(repo)
+    assert sorted(texts) == ["ch09_demo/demo.py", "ch09_demo/extras.py"]
+    extras = texts["ch09_demo/extras.py"]
+    assert "def extra():" in extras and "def extra():" not in texts["ch09_demo/demo.py"]
+    assert "import torch\n" in extras and "import os" not in extras
+    assert '# -- demo.ipynb, "9.3 Extras" --\ndef extra():' in extras
+    assert "marked '#| export extras'" in ast.get_docstring(ast.parse(extras))
+    assert ast.literal_eval(ast.parse(extras).body[-2].value) == ["extra"]
+
+    # written to disk, both are current; dropping the cell makes extras.py an orphan
+    for module in export_all(repo):
+        (repo / module.module).write_text(module.text, encoding="utf-8")
+    assert stale_modules(repo) == []
+    write_notebook(repo / "ch09_demo" / "demo.ipynb", DEMO_CELLS)
+    (problem,) = stale_modules(repo)
+    assert "ch09_demo/extras.py" in problem and "no notebook exports it" in problem
+
+
+def test_two_notebooks_writing_one_module_is_an_error(repo):
+    write_notebook(
+        repo / "ch09_demo" / "bonus.ipynb",
+        [("markdown", "# Bonus"), ("code", "#| export demo\nBONUS = 1")],
+    )
+    with pytest.raises(ExportError, match=r"ch09_demo/demo\.py is exported by both"):
+        export_all(repo)
+
+
+@pytest.mark.parametrize("directive", ["#| export not-a-name", "#| export __main__"])
+def test_module_name_must_be_an_identifier(repo, directive):
+    write_notebook(repo / "ch09_demo" / "bad.ipynb", [("code", f"{directive}\nX = 1")])
+    with pytest.raises(ExportError, match="must name a module"):
+        export_notebook(repo / "ch09_demo" / "bad.ipynb", repo)
+
+
+def test_import_shadowed_by_a_definition_is_an_error(repo):
+    write_notebook(
+        repo / "ch09_demo" / "shadow.ipynb",
+        [
+            ("code", "#| default_exp shadow"),
+            ("code", "#| export\ndef partial():\n    return 1"),
+            ("code", "#| export\nfrom functools import partial\n\nP = partial(print)"),
+        ],
+    )
+    with pytest.raises(ExportError, match="'partial'"):
+        export_notebook(repo / "ch09_demo" / "shadow.ipynb", repo)
