@@ -10,15 +10,30 @@ the code path that reads the real weights.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.io import atomic_folder, read_json
 from shared.resources import cache_dir
 from shared.settings import get_settings
+
+__all__ = [
+    "GPT2_HUB_REPOS",
+    "STANDIN_CONFIG",
+    "GPT2Checkpoint",
+    "SafetensorsReader",
+    "download_gpt2",
+    "gpt2_checkpoint",
+    "write_standin_gpt2",
+]
+
+# Hugging Face Hub repositories of the four GPT-2 sizes, keyed like the chapter-4 presets.
+GPT2_HUB_REPOS = {
+    "124M": "openai-community/gpt2",
+    "355M": "openai-community/gpt2-medium",
+    "774M": "openai-community/gpt2-large",
+    "1558M": "openai-community/gpt2-xl",
+}
 
 # The stand-in keeps GPT-2's vocabulary and context length but is tiny everywhere else.
 STANDIN_CONFIG = {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 1024, "vocab_size": 50257}
@@ -60,8 +75,6 @@ def write_standin_gpt2(folder: Path, seed: int = STANDIN_SEED) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     model = GPT2LMHeadModel(GPT2Config(**STANDIN_CONFIG))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -70,15 +83,9 @@ def write_standin_gpt2(folder: Path, seed: int = STANDIN_SEED) -> Path:
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
             else:
                 param.copy_(0.02 * torch.randn(param.shape, generator=generator))
-    tmp = Path(tempfile.mkdtemp(prefix=".standin-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def _standin_folder() -> Path:
@@ -86,7 +93,7 @@ def _standin_folder() -> Path:
     config = folder / "config.json"
     expected = {k: v for k, v in STANDIN_CONFIG.items()}
     if config.is_file() and (folder / "model.safetensors").is_file():
-        stored = json.loads(config.read_text(encoding="utf-8"))
+        stored = read_json(config, "stand-in GPT-2 config")
         if all(stored.get(k) == v for k, v in expected.items()):
             return folder
     return write_standin_gpt2(folder)
@@ -94,10 +101,35 @@ def _standin_folder() -> Path:
 
 def gpt2_checkpoint(size: str = "124M") -> GPT2Checkpoint:
     """The GPT-2 checkpoint for ``size`` in the current course mode (see module docstring)."""
-    from ch05_pretraining.pretraining import GPT2_HUB_REPOS, download_gpt2
-
     if size not in GPT2_HUB_REPOS:
         raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_HUB_REPOS)}")
     if get_settings().gpt2_source == "standin":
         return GPT2Checkpoint(folder=_standin_folder(), size=None, is_standin=True)
     return GPT2Checkpoint(folder=download_gpt2(size), size=size, is_standin=False)
+
+
+def download_gpt2(size: str = "124M") -> Path:
+    """Download GPT-2 ``size`` (model.safetensors + config.json) once; returns the folder.
+
+    ``huggingface_hub`` keeps the files in its cache, resumes interrupted downloads and
+    verifies them.
+    """
+    from huggingface_hub import hf_hub_download
+
+    if size not in GPT2_HUB_REPOS:
+        raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_HUB_REPOS)}")
+    repo = GPT2_HUB_REPOS[size]
+    hf_hub_download(repo, "config.json")
+    return Path(hf_hub_download(repo, "model.safetensors")).parent
+
+
+def SafetensorsReader(path):  # noqa: N802 -- kept under the class name chapter 5 once used
+    """Open a .safetensors file for reading tensors without copying them.
+
+    Chapter 5 used to parse the format by hand in a class of this name; it now uses the
+    ``safetensors`` library, and this name opens a file the same way:
+    ``with SafetensorsReader(path) as f: f.keys(); f.get_tensor(name)``.
+    """
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt")
