@@ -6,292 +6,179 @@
     python -m ch06_classification classify --model runs/spam "WIN a FREE prize now!" "See you at 6"
     cat messages.txt | python -m ch06_classification classify --model runs/spam
 
-The code is the chapter's own (``ch06_classification/classification.py``, generated from
-``ch06.ipynb``); this file only wires it to arguments. In test mode
-(``GPT_COURSE_MODE=test``) it uses the small stand-in checkpoint and the chapter's
-test-mode subsets, like the notebook.
+Wires the chapter's code (``classification.py`` and ``lora.py``, generated from ``ch06.ipynb``)
+to arguments. Defaults that differ between course modes come from ``shared.settings``: test
+mode uses the small stand-in checkpoint and the chapter's test-mode subsets, like the notebook.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 import time
 from pathlib import Path
 
+import shared.cli as cli
+from shared.io import read_json
+from shared.resources import fetch, gpt2_tokenizer
+from shared.settings import get_settings
+from shared.weights import gpt2_checkpoint
+
 SPLITS = ("train", "validation", "test")
+SIZES = ("124M", "355M", "774M", "1558M")
+TRAINABLE = ("last-block", "all", "lora")  # lora.TRAINABLE_PARTS (importing lora loads torch)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ch06_classification",
-        description="Fine-tune GPT-2 to tell spam from ordinary text messages (SMS Spam Collection).",
+def build_parser():
+    s = get_settings()
+    limits = (s.classify_train_subset, s.classify_val_subset, s.classify_test_subset)
+    parser, sub = cli.make_parser(
+        "python -m ch06_classification",
+        f"Fine-tune GPT-2 to tell spam from ordinary text messages (course mode: {s.mode}).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    finetune = sub.add_parser(
-        "finetune",
-        help="fine-tune GPT-2 on the balanced SMS spam training split and save the classifier",
-        description="Fine-tune GPT-2 on the balanced SMS spam training split and save the classifier.",
-    )
-    finetune.add_argument(
-        "--out", type=Path, required=True, help="folder to write the classifier to"
-    )
-    finetune.add_argument("--size", default="124M", choices=("124M", "355M", "774M", "1558M"),
-                          help="GPT-2 size to start from (default: %(default)s; test mode always uses "
-                               "the small stand-in)")  # fmt: skip
-    finetune.add_argument("--trainable", default="last-block", choices=("last-block", "all", "lora"),
-                          help="which weights to train: the last block with the final norm and the new "
-                               "head, all weights, or LoRA layers (default: %(default)s)")  # fmt: skip
-    finetune.add_argument("--rank", type=int, default=16, help="LoRA rank (default: %(default)s)")
-    finetune.add_argument("--alpha", type=float, default=16.0,
-                          help="LoRA alpha; the update is scaled by alpha/rank (default: %(default)s)")  # fmt: skip
-    finetune.add_argument(
-        "--epochs", type=int, help="epochs (default: the course setting, 5 in full mode)"
-    )
-    finetune.add_argument("--lr", type=float,
-                          help="AdamW learning rate (default: the course setting for --trainable: 5e-5, "
-                               "or 5e-4 for LoRA, in full mode)")  # fmt: skip
-    finetune.add_argument(
-        "--weight-decay", type=float, default=0.1, help="AdamW weight decay (default: %(default)s)"
-    )
-    finetune.add_argument(
-        "--batch-size", type=int, default=8, help="messages per batch (default: %(default)s)"
-    )
-    finetune.add_argument(
-        "--eval-freq", type=int, help="evaluate the losses every N steps (default: course setting)"
-    )
-    finetune.add_argument(
-        "--eval-iter", type=int, help="batches per evaluation (default: course setting)"
-    )
-    _add_data(finetune)
-    _add_device(finetune)
-
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="accuracy of a saved classifier on the training, validation and test splits",
-        description="Accuracy of a saved classifier on the splits it was trained with (same seed).",
-    )
-    evaluate.add_argument("--model", type=Path, required=True, help="folder written by 'finetune'")
-    evaluate.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
-                          help="splits to evaluate (default: all three)")  # fmt: skip
-    evaluate.add_argument(
-        "--batch-size", type=int, default=8, help="messages per batch (default: %(default)s)"
-    )
-    _add_data(evaluate, with_seed=False)
-    _add_device(evaluate)
-
-    classify = sub.add_parser(
-        "classify",
-        help="label messages given as arguments, or read from stdin one per line",
-        description="Print 'spam' or 'not spam', a tab, and the message, for every message.",
-    )
-    classify.add_argument("--model", type=Path, required=True, help="folder written by 'finetune'")
-    classify.add_argument(
-        "texts", nargs="*", help="messages to classify; none: read stdin, one message per line"
-    )
-    _add_device(classify)
+    # fmt: off
+    tune = cli.add_subcommand(sub, "finetune", "fine-tune GPT-2 on the balanced SMS spam training split and save the classifier")
+    tune.add_argument("--out", type=Path, required=True, help="folder to write the classifier to")
+    tune.add_argument("--size", default="124M", choices=SIZES, help="GPT-2 size to start from (test mode: the small stand-in)")
+    tune.add_argument("--trainable", default="last-block", choices=TRAINABLE, help="which weights to train: the last block with the final norm and the new head, all weights, or LoRA layers")
+    tune.add_argument("--rank", type=cli.positive_int, default=16, help="LoRA rank")
+    tune.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; the update is scaled by alpha/rank")
+    tune.add_argument("--epochs", type=int, default=s.classify_epochs, help="passes over the training split")
+    tune.add_argument("--lr", type=float, help=f"AdamW learning rate; unset: {s.classify_lr}, or {s.classify_lora_lr} for LoRA")
+    tune.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
+    tune.add_argument("--eval-freq", type=cli.positive_int, default=s.classify_eval_freq, help="evaluate the losses every N steps")
+    tune.add_argument("--eval-iter", type=cli.positive_int, default=s.classify_eval_iter, help="batches per evaluation")
+    cli.add_seed_option(tune, help="seed for the data split, the new weights and the shuffling")
+    evaluate = cli.add_subcommand(sub, "evaluate", "accuracy of a saved classifier on the splits it was trained with (same seed)")
+    classify = cli.add_subcommand(sub, "classify", "print 'spam' or 'not spam', a tab and the message, for each message given or read from stdin")
+    for command in (evaluate, classify):
+        command.add_argument("--model", type=Path, required=True, help="folder written by 'finetune'")
+    evaluate.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to evaluate (default: all three)")
+    classify.add_argument("texts", nargs="*", help="messages to classify; none: read stdin, one message per line")
+    for command in (tune, evaluate):
+        command.add_argument("--batch-size", type=cli.positive_int, default=8, help="messages per batch")
+        command.add_argument("--limit", type=cli.positive_int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=limits,
+                             help="use only the first N messages of each split (default: all; in test mode the course's subsets)")
+    # fmt: on
+    for command in (tune, evaluate, classify):
+        cli.add_device_option(command)
     return parser
 
 
-def _add_data(parser: argparse.ArgumentParser, with_seed: bool = True) -> None:
-    if with_seed:
-        parser.add_argument("--seed", type=int, default=123,
-                            help="seed for the data split, the new weights and the shuffling (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--limit", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
-                        help="use only the first N messages of each split (default: all of them; the "
-                             "course setting in test mode)")  # fmt: skip
-
-
-def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device", help="cpu, cuda, cuda:1, mps (default: best available; CPU in test mode)"
-    )
-
-
-def _limits(args, settings) -> tuple[int | None, int | None, int | None]:
-    if args.limit is not None:
-        if min(args.limit) < 1:
-            raise SystemExit(f"error: --limit needs three positive numbers, got {args.limit}")
-        return tuple(args.limit)
-    return (
-        settings.classify_train_subset,
-        settings.classify_val_subset,
-        settings.classify_test_subset,
-    )
-
-
-def _loaders(args, seed: int, context_length: int, settings) -> dict:
-    # training loaders as the chapter builds them: the training split shuffled, last batch dropped
-    import tiktoken
-
-    from shared import create_spam_dataloaders, fetch, prepare_spam_splits
-
-    train_df, val_df, test_df = prepare_spam_splits(fetch("sms-spam"), seed=seed)
-    loaders = create_spam_dataloaders(
-        train_df, val_df, test_df, tiktoken.get_encoding("gpt2"),
-        batch_size=args.batch_size, context_length=context_length,
-        limits=_limits(args, settings), seed=seed,
-    )  # fmt: skip
-    return dict(zip(SPLITS, loaders, strict=True))
-
-
-def _scoring_loaders(datasets: dict, batch_size: int) -> dict:
-    # Every message of each split exactly once, in order: scoring needs no shuffling and no
-    # drop_last, so the count printed next to an accuracy is the number of messages scored.
+def _print_accuracies(model, datasets: dict, names, batch_size: int, device) -> dict:
+    # each message once, in order (no shuffling, no drop_last): the count printed is the count scored
     from torch.utils.data import DataLoader
 
-    return {name: DataLoader(data, batch_size=batch_size) for name, data in datasets.items()}
+    from ch06_classification import classification
+
+    accuracy = {}
+    for name in names:
+        loader = DataLoader(datasets[name], batch_size=batch_size)
+        accuracy[name] = classification.calc_accuracy_loader(loader, model, device)
+        print(f"{name:>10} accuracy: {accuracy[name]:.1%} ({len(datasets[name])} messages)")
+    return accuracy
 
 
 def _finetune(args) -> int:
-    import json
-
     import torch
 
-    from shared import (
-        calc_accuracy_loader,
-        get_device,
-        get_settings,
-        gpt2_checkpoint,
-        gpt2_config_from_hf,
-        load_gpt2,
-        prepare_classifier,
-        save_classifier,
-        set_seed,
-        train_classifier,
-    )
+    from ch05_pretraining.gpt2_weights import gpt2_config_from_hf, load_gpt2
+    from ch06_classification import classification, lora
+    from shared.runtime import get_device, set_seed
 
-    settings = get_settings()
-    if args.batch_size < 1 or args.rank < 1:
-        raise SystemExit("error: --batch-size and --rank must be positive")
-    epochs = settings.classify_epochs if args.epochs is None else args.epochs
-    default_lr = settings.classify_lora_lr if args.trainable == "lora" else settings.classify_lr
+    s = get_settings()
+    default_lr = s.classify_lora_lr if args.trainable == "lora" else s.classify_lr
     lr = default_lr if args.lr is None else args.lr
     device = get_device(args.device)
-
     checkpoint = gpt2_checkpoint(args.size)
     print(checkpoint.description, file=sys.stderr)
-    config = gpt2_config_from_hf(
-        json.loads((checkpoint.folder / "config.json").read_text(encoding="utf-8"))
-    )
-    loaders = _loaders(args, args.seed, config["context_length"], settings)
-    rows = loaders["train"].dataset  # a SpamDataset, or a Subset of one with --limit
-    padding = getattr(rows, "dataset", rows)  # how every row was padded: saved for classify
+    config = gpt2_config_from_hf(read_json(checkpoint.folder / "config.json", "GPT-2 config"))
+    frames = classification.prepare_spam_splits(fetch("sms-spam"), seed=args.seed)
+    train_loader, val_loader, test_loader = classification.create_spam_dataloaders(
+        *frames, gpt2_tokenizer(), batch_size=args.batch_size,
+        context_length=config["context_length"], limits=args.limit, seed=args.seed,
+    )  # fmt: skip
 
     set_seed(args.seed)
     model = load_gpt2(checkpoint.folder, size=checkpoint.size, drop_rate=0.0)
-    prepare_classifier(model, args.trainable, rank=args.rank, alpha=args.alpha)
+    lora.prepare_classifier(model, args.trainable, rank=args.rank, alpha=args.alpha)
     model.to(device)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    print(
-        f"training {trainable:,} of {total:,} parameters ({args.trainable}) on {device} for {epochs} epochs, lr {lr}"
-    )
+    print(f"training {classification.count_trainable_parameters(model):,} of {total:,} parameters "
+          f"({args.trainable}) on {device} for {args.epochs} epochs, lr {lr}")  # fmt: skip
     optimizer = torch.optim.AdamW(
         (p for p in model.parameters() if p.requires_grad), lr=lr, weight_decay=args.weight_decay
     )
     start = time.perf_counter()
-    history = train_classifier(
-        model, loaders["train"], loaders["validation"], optimizer, device, num_epochs=epochs,
-        eval_freq=args.eval_freq or settings.classify_eval_freq,
-        eval_iter=args.eval_iter or settings.classify_eval_iter,
+    history = classification.train_classifier(
+        model, train_loader, val_loader, optimizer, device,
+        num_epochs=args.epochs, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
     )  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
-    scoring = _scoring_loaders(
-        {name: loader.dataset for name, loader in loaders.items()}, args.batch_size
-    )
-    accuracy = {
-        name: calc_accuracy_loader(loader, model, device) for name, loader in scoring.items()
-    }
-    for name, value in accuracy.items():
-        print(f"{name:>10} accuracy: {value:.1%} ({len(scoring[name].dataset)} messages)")
-    save_classifier(
-        args.out, model, config=config, max_length=padding.max_length, pad_token_id=padding.pad_token_id,
-        metadata={
-            "gpt2": checkpoint.label, "size": args.size, "trainable": args.trainable,
-            "rank": args.rank if args.trainable == "lora" else None,
-            "alpha": args.alpha if args.trainable == "lora" else None,
-            "epochs": epochs, "lr": lr, "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-            "seed": args.seed, "limits": _limits(args, settings), "minutes": round(minutes, 2),
-            "accuracy": accuracy, "train_losses": history.train_losses, "val_losses": history.val_losses,
-        },
+    loaders = (train_loader, val_loader, test_loader)
+    datasets = {name: loader.dataset for name, loader in zip(SPLITS, loaders, strict=True)}
+    accuracy = _print_accuracies(model, datasets, SPLITS, args.batch_size, device)
+
+    with_lora = args.trainable == "lora"
+    metadata = dict(
+        gpt2=checkpoint.label, size=args.size, trainable=args.trainable,
+        rank=args.rank if with_lora else None, alpha=args.alpha if with_lora else None,
+        epochs=args.epochs, lr=lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
+        seed=args.seed, limits=args.limit, minutes=round(minutes, 2), accuracy=accuracy,
+        train_losses=history.train_losses, val_losses=history.val_losses,
+    )  # fmt: skip
+    padding = getattr(datasets["train"], "dataset", datasets["train"])  # under a --limit Subset
+    lora.save_classifier(
+        args.out, model, config=config, max_length=padding.max_length,
+        pad_token_id=padding.pad_token_id, metadata=metadata,
     )  # fmt: skip
     print(f"saved {args.out} ({minutes:.1f} minutes of training)")
     return 0
 
 
 def _evaluate(args) -> int:
-    import tiktoken
+    from ch06_classification import classification, lora
+    from shared.runtime import get_device
 
-    from shared import (
-        SpamDataset,
-        calc_accuracy_loader,
-        fetch,
-        get_device,
-        get_settings,
-        load_classifier,
-        prepare_spam_splits,
-        take_first,
-    )
-
-    if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be positive, got {args.batch_size}")
     device = get_device(args.device)
-    model, meta = load_classifier(args.model, device=device)
-    seed = meta["metadata"].get("seed", 123)
-    frames = prepare_spam_splits(fetch("sms-spam"), seed=seed)
-    tokenizer = tiktoken.get_encoding("gpt2")
+    model, meta = lora.load_classifier(args.model, device=device)
+    seed = meta["metadata"].get("seed", 123)  # the seed of the split it was trained on
+    frames = classification.prepare_spam_splits(fetch("sms-spam"), seed=seed)
+    tokenizer = gpt2_tokenizer()
+    padding = dict(max_length=meta["max_length"], pad_token_id=meta["pad_token_id"])  # as trained
+    context_length = meta["config"]["context_length"]
     datasets = {}
-    for name, frame, limit in zip(SPLITS, frames, _limits(args, get_settings()), strict=True):
+    for name, frame, limit in zip(SPLITS, frames, args.limit, strict=True):
         if name in args.splits:
-            # padded exactly like the rows the classifier was trained on
-            full = SpamDataset(
-                frame, tokenizer, meta["max_length"], meta["pad_token_id"],
-                context_length=meta["config"]["context_length"],
-            )  # fmt: skip
-            datasets[name] = take_first(full, limit)
-    loaders = _scoring_loaders(datasets, args.batch_size)
-    for name in dict.fromkeys(args.splits):  # in the order asked for, each once
-        accuracy = calc_accuracy_loader(loaders[name], model, device)
-        print(f"{name:>10} accuracy: {accuracy:.1%} ({len(datasets[name])} messages)")
+            rows = classification.SpamDataset(
+                frame, tokenizer, **padding, context_length=context_length
+            )
+            datasets[name] = classification.take_first(rows, limit)
+    names = dict.fromkeys(args.splits)  # in the order asked for, each once
+    _print_accuracies(model, datasets, names, args.batch_size, device)
     return 0
 
 
 def _classify(args) -> int:
-    import tiktoken
+    from ch06_classification import classification, lora
+    from shared.runtime import get_device
 
-    from shared import classify, get_device, load_classifier
-
-    # arguments are classified as given (an empty one is an error); on stdin, blank lines are skipped
+    # arguments are classified as given (an empty one is an error); blank stdin lines are skipped
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        raise SystemExit(
-            "error: no messages given; pass them as arguments or on stdin, one per line"
-        )
+        raise ValueError("no messages given; pass them as arguments or on stdin, one per line")
     device = get_device(args.device)
-    model, meta = load_classifier(args.model, device=device)
-    tokenizer = tiktoken.get_encoding("gpt2")
+    model, meta = lora.load_classifier(args.model, device=device)
+    tokenizer = gpt2_tokenizer()
+    padding = dict(max_length=meta["max_length"], pad_token_id=meta["pad_token_id"])  # as trained
     for text in texts:
-        label = classify(
-            text,
-            model,
-            tokenizer,
-            device,
-            max_length=meta["max_length"],
-            pad_token_id=meta["pad_token_id"],
-        )
+        label = classification.classify(text, model, tokenizer, device, **padding)
         print(f"{label}\t{text}")
     return 0
 
 
+COMMANDS = {"finetune": _finetune, "evaluate": _evaluate, "classify": _classify}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    commands = {"finetune": _finetune, "evaluate": _evaluate, "classify": _classify}
-    try:
-        return commands[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        raise SystemExit(f"error: {err}") from None
+    return cli.run_command(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ch04_gpt_model.gpt_model import GPTModel, gpt2_config
 from ch06_classification.classification import (
-    LinearWithLoRA,
-    LoRALayer,
     SpamDataset,
     calc_accuracy_loader,
     calc_classification_loss_batch,
@@ -27,29 +25,28 @@ from ch06_classification.classification import (
     create_balanced_dataset,
     create_spam_dataloaders,
     freeze_all_but_last_block,
-    load_classifier,
     load_sms_spam,
+    prepare_spam_splits,
+    replace_output_head,
+    train_classifier,
+)
+from ch06_classification.lora import (
+    LinearWithLoRA,
+    LoRALayer,
+    load_classifier,
     merge_lora,
     prepare_classifier,
-    prepare_spam_splits,
     replace_linear_with_lora,
-    replace_output_head,
     save_classifier,
-    train_classifier,
 )
 from shared import fetch
 
 TOKENIZER = tiktoken.get_encoding("gpt2")
 PAD = 50256
-TINY = {
-    "vocab_size": 50257,
-    "context_length": 32,
-    "emb_dim": 32,
-    "n_heads": 4,
-    "n_layers": 2,
-    "drop_rate": 0.0,
-    "qkv_bias": True,
-}
+# GPT-2's vocabulary and q/k/v biases, shrunk to 2 small blocks
+TINY = gpt2_config(
+    "124M", context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True
+)
 
 
 def tiny_classifier(seed=0, trainable="last-block", **kwargs):
@@ -395,7 +392,7 @@ def test_save_and_load_round_trip(tmp_path, trainable):
 def test_saving_stores_the_pad_token_and_replaces_a_classifier_only_when_complete(
     tmp_path, monkeypatch
 ):
-    from ch06_classification import classification
+    from ch06_classification import lora
 
     model = tiny_classifier(seed=5).eval()
     save_classifier(tmp_path / "clf", model, config=TINY, max_length=12, pad_token_id=0)
@@ -406,7 +403,7 @@ def test_saving_stores_the_pad_token_and_replaces_a_classifier_only_when_complet
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(classification, "save_file", fail_half_way)
+    monkeypatch.setattr(lora, "save_file", fail_half_way)
     with torch.no_grad():
         model.out_head.weight.add_(1.0)
     with pytest.raises(OSError, match="disk full"):
@@ -436,6 +433,7 @@ def test_cli_help():
     assert out.returncode == 0 and "--trainable" in out.stdout and "--rank" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_finetune_evaluate_classify(tmp_path):
     cache = tmp_path / "cache"
     limit = ["--limit", "16", "8", "8"]
@@ -498,3 +496,37 @@ def test_cli_finetune_evaluate_classify(tmp_path):
     assert out.returncode != 0 and "empty or whitespace-only" in out.stderr
     out = _cli("evaluate", "--model", str(tmp_path), cache=cache)
     assert out.returncode != 0 and "no classifier.json" in out.stderr
+
+
+def test_cli_rejects_non_positive_counts_before_loading_anything(capsys):
+    from ch06_classification.__main__ import main
+
+    for argv in (
+        ["finetune", "--out", "unused", "--limit", "16", "0", "8"],
+        ["finetune", "--out", "unused", "--rank", "0"],
+        ["evaluate", "--model", "unused", "--batch-size", "0"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "must be a positive number, got 0" in capsys.readouterr().err
+
+
+def test_cli_user_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, monkeypatch, capsys):
+    import io
+
+    from ch06_classification import __main__ as cli_main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))  # only blank lines: no messages
+    with pytest.raises(SystemExit, match="^error: no messages given"):
+        cli_main.main(["classify", "--model", str(tmp_path)])
+    (tmp_path / "classifier.json").write_text("{", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"^error: .*classifier\.json is not valid JSON"):
+        cli_main.main(["classify", "--model", str(tmp_path), "hello", "--device", "cpu"])
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_main.COMMANDS, "classify", interrupted)
+    assert cli_main.main(["classify", "--model", str(tmp_path), "hello"]) == 130
+    assert "interrupted" in capsys.readouterr().err
