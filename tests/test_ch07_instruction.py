@@ -1,66 +1,59 @@
-"""Chapter 7: instruction data, prompts, collate, scores, the judge client, streaming, the CLI."""
+"""Chapter 7: instruction data, prompts, collate, scores, the LLM judge, streaming, the CLI."""
 
-import http.server
 import json
 import os
 import re
-import socket
+import shutil
 import subprocess
 import sys
-import threading
-import time
 from itertools import combinations
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from test_judge import closed_port_url, running_fake_ollama  # tests/ is on sys.path
 
-from ch04_gpt_model.gpt_model import GPTModel
+from ch04_gpt_model.gpt_model import GPTModel, gpt2_config
 from ch05_pretraining.pretraining import generate, save_checkpoint, text_to_token_ids
 from ch05_pretraining.speed import CachedDecoder
+from ch07_instruction.chat import (
+    chat_session,
+    decode_incrementally,
+    stop_at_new_section,
+    stream_answer,
+    stream_token_ids,
+)
+from ch07_instruction.evaluation import (
+    judge_responses,
+    lcs_length,
+    mean_rouge_l,
+    parse_judge_score,
+    response_token_loss,
+    rouge_l,
+)
 from ch07_instruction.instruction import (
     END_OF_TEXT_ID,
     InstructionDataError,
     InstructionDataset,
-    JudgeReplyError,
-    JudgeUnavailableError,
     config_from_model,
     custom_collate_fn,
-    decode_incrementally,
     extract_response,
     format_input,
     format_prompt,
     generate_response,
-    judge_responses,
-    lcs_length,
     load_instruction_data,
     load_responses,
-    mean_rouge_l,
-    ollama_status,
-    parse_judge_score,
-    query_ollama,
-    response_token_loss,
-    rouge_l,
     save_responses,
     split_instruction_data,
-    stop_at_new_section,
-    stream_answer,
-    stream_token_ids,
     validate_instruction_data,
-    write_json_atomically,
 )
 from shared import fetch, gpt2_tokenizer
+from shared.io import write_json_atomically
+from shared.judge import JudgeReplyError, JudgeUnavailableError
 
-TINY = {
-    "vocab_size": 50257,
-    "context_length": 128,
-    "emb_dim": 16,
-    "n_heads": 2,
-    "n_layers": 1,
-    "drop_rate": 0.0,
-    "qkv_bias": False,
-}
+# GPT-2's vocabulary, one tiny block, room for a whole instruction prompt
+TINY = gpt2_config("124M", context_length=128, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
 RECORD = {"instruction": "Name a primary color.", "input": "", "output": "Red is a primary color."}
 
 
@@ -517,91 +510,14 @@ def test_decode_incrementally_on_split_characters(tokenizer):
     assert "".join(decode_incrementally(ids, tokenizer)) == "Grüße 🦙 中文"
 
 
-# --- the LLM judge client against a real local HTTP server --------------------------------------
-
-
-class _FakeOllama(http.server.BaseHTTPRequestHandler):
-    """Speaks enough of Ollama's API: GET /api/tags and POST /api/chat, in several moods."""
-
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
-    def _reply(self, status, body, content_type="application/json"):
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path == "/api/tags":
-            self._reply(200, json.dumps({"models": [{"name": "llama3:latest"}]}))
-        else:
-            self._reply(404, "not found", "text/plain")
-
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(request)
-        mode = self.server.mode
-        if mode == "slow":
-            self.server.release.wait(30)  # far longer than the client waits; set at teardown
-        if mode in ("ok", "slow"):
-            message = {
-                "model": request["model"],
-                "message": {"role": "assistant", "content": "Score: 87"},
-                "done": True,
-            }
-            self._reply(200, json.dumps(message))
-        elif mode == "stream":
-            chunks = [
-                {"message": {"content": "9"}, "done": False},
-                {"message": {"content": "1"}, "done": False},
-            ]
-            chunks.append({"done": True, "total_duration": 123})
-            self._reply(
-                200, "\n".join(json.dumps(c) for c in chunks) + "\n", "application/x-ndjson"
-            )
-        elif mode == "not-json":
-            self._reply(200, "<html>I am not Ollama</html>", "text/html")
-        elif mode == "missing-fields":
-            self._reply(200, json.dumps({"model": "llama3", "created_at": "now"}))
-        elif mode == "no-number":
-            self._reply(
-                200,
-                json.dumps(
-                    {"message": {"role": "assistant", "content": "A fine answer!"}, "done": True}
-                ),
-            )
-        elif mode == "model-missing":
-            self._reply(
-                404, json.dumps({"error": "model 'llama3' not found, try pulling it first"})
-            )
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):  # the timeout test hangs up on purpose
-        pass
+# --- the LLM judge: the chapter's prompt and score parser, through shared.judge's client ------
+# The client itself (timeouts, refused connections, garbage replies) is tested in test_judge.py.
 
 
 @pytest.fixture
 def fake_ollama():
-    server = _QuietServer(("127.0.0.1", 0), _FakeOllama)
-    server.mode, server.requests, server.release = "ok", [], threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
-
-
-def _closed_port_url():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens here any more: connections are refused
+    with running_fake_ollama() as server:
+        yield server
 
 
 ANSWERED = [
@@ -611,32 +527,12 @@ ANSWERED = [
 
 
 def test_judge_scores_answers_through_the_chat_api(fake_ollama):
-    assert ollama_status(fake_ollama.url, "llama3", timeout=2)[0]
     report = judge_responses(ANSWERED, url=fake_ollama.url, timeout=5)
     assert report.scores == [87, 87] and report.mean == 87 and report.problems == []
     request = fake_ollama.requests[0]
     assert request["model"] == "llama3" and request["stream"] is False
     prompt = request["messages"][0]["content"]
     assert "Red is a primary color." in prompt and "Blue." in prompt and "0 to 100" in prompt
-
-
-def test_judge_reads_streamed_json_lines(fake_ollama):
-    fake_ollama.mode = "stream"
-    assert query_ollama("grade this", url=fake_ollama.url, timeout=5) == "91"
-
-
-@pytest.mark.parametrize(
-    "mode,error,match",
-    [
-        ("not-json", JudgeReplyError, "not JSON"),
-        ("missing-fields", JudgeReplyError, "no message.content"),
-        ("model-missing", JudgeUnavailableError, "HTTP 404.*ollama pull llama3"),
-    ],
-)
-def test_malformed_judge_replies_are_clear_errors(fake_ollama, mode, error, match):
-    fake_ollama.mode = mode
-    with pytest.raises(error, match=match):
-        query_ollama("grade this", url=fake_ollama.url, timeout=5)
 
 
 def test_replies_without_a_score_are_skipped_not_guessed(fake_ollama):
@@ -649,51 +545,12 @@ def test_replies_without_a_score_are_skipped_not_guessed(fake_ollama):
     assert report.scores == [None, None] and "not JSON" in report.problems[1]
 
 
-def test_a_slow_judge_times_out_instead_of_hanging(fake_ollama):
-    fake_ollama.mode = "slow"
-    start = time.perf_counter()
-    with pytest.raises(JudgeUnavailableError, match="timed out"):
-        query_ollama("grade this", url=fake_ollama.url, timeout=0.5)
-    # the server would answer after 30 s; the client gives up after 0.5 s (generous margin
-    # for a loaded machine)
-    assert time.perf_counter() - start < 10
-
-
-def test_a_missing_judge_model_is_reported(fake_ollama):
-    ready, message = ollama_status(fake_ollama.url, "mistral", timeout=2)
-    assert not ready and "has no model 'mistral'" in message and "ollama pull mistral" in message
-
-
-def test_refused_connection_explains_how_to_start_ollama():
-    url = _closed_port_url()
-    ready, message = ollama_status(url, timeout=1)
-    assert not ready and "ollama serve" in message and "ollama pull llama3" in message
+def test_judging_stops_when_the_judge_is_unavailable(fake_ollama):
     with pytest.raises(JudgeUnavailableError, match="no answer from an Ollama server"):
-        query_ollama("grade this", url=url, timeout=1)
-    with pytest.raises(JudgeUnavailableError):
-        judge_responses(ANSWERED, url=url, timeout=1)
-
-
-def test_a_server_that_does_not_speak_http_is_not_ollama():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def answer_garbage():
-        for _ in range(2):
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"hello, I am a chat server\r\n\r\n")
-
-    threading.Thread(target=answer_garbage, daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        assert ollama_status(url, timeout=2)[0] is False
-        with pytest.raises(JudgeReplyError, match="does not speak HTTP"):
-            query_ollama("grade this", url=url, timeout=2)
-    finally:
-        listener.close()
+        judge_responses(ANSWERED, url=closed_port_url(), timeout=1)
+    fake_ollama.mode = "model-missing"
+    with pytest.raises(JudgeUnavailableError, match="ollama pull llama3"):
+        judge_responses(ANSWERED, url=fake_ollama.url, timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -774,6 +631,7 @@ def test_cli_help(cli_env, capsys):
         assert all(option in printed for option in options)
 
 
+@pytest.mark.slow
 def test_cli_finetune_respond_evaluate(tmp_path, cli_env, fake_ollama, monkeypatch, capsys):
     from ch07_instruction.__main__ import main
 
@@ -818,7 +676,7 @@ def test_cli_finetune_respond_evaluate(tmp_path, cli_env, fake_ollama, monkeypat
         "--out",
         "scores.json",
     ]
-    assert main([*evaluate, "--ollama-url", _closed_port_url()]) == 0
+    assert main([*evaluate, "--ollama-url", closed_port_url()]) == 0
     printed = capsys.readouterr().out
     assert "ROUGE-L" in printed and "perplexity" in printed
     assert "LLM judge skipped" in printed and "ollama serve" in printed
@@ -879,3 +737,61 @@ def test_chat_stops_printing_at_a_new_section(tmp_path, tokenizer, cli_env):
     assert out.returncode == 0, out.stderr
     assert "model> Blue.\n" in out.stdout
     assert "#" not in out.stdout and "Instruction" not in out.stdout
+
+
+def test_chat_session_ends_on_ctrl_c_at_the_prompt(tiny_model, tokenizer, capsys):
+    lines = iter(["Name a color."])
+
+    def read(prompt):
+        print(prompt, end="")
+        line = next(lines, None)
+        if line is None:
+            raise KeyboardInterrupt
+        return line
+
+    chat_session(tiny_model, tokenizer, 3, read=read)
+    out = capsys.readouterr().out
+    assert out.count("model> ") == 1 and out.endswith("you> \n")
+
+
+def _responses_file(folder):
+    return save_responses(folder / "answers.json", ANSWERED)
+
+
+def test_cli_evaluate_when_the_judge_stops_or_gives_no_score(tmp_path, fake_ollama, capsys):
+    from ch07_instruction.__main__ import main
+
+    evaluate = ["evaluate", "--responses", str(_responses_file(tmp_path)), "--out", str(tmp_path / "s.json")]  # fmt: skip
+    assert main([*evaluate, "--no-judge"]) == 0
+    assert "LLM judge skipped (--no-judge)" in capsys.readouterr().out
+    assert fake_ollama.requests == []  # --no-judge asks no server
+    fake_ollama.mode = "model-missing"  # listed by /api/tags, but every grading request fails
+    assert main([*evaluate, "--ollama-url", fake_ollama.url]) == 0
+    out = capsys.readouterr().out
+    assert "LLM judge stopped:" in out and "ollama pull llama3" in out
+    assert "judge_scores" not in json.loads((tmp_path / "s.json").read_text())
+    fake_ollama.mode = "no-number"
+    assert main([*evaluate, "--ollama-url", fake_ollama.url]) == 0
+    out = capsys.readouterr().out
+    assert "mean score n/a over 0 of 2 answers" in out and "no score for record 0" in out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["judge_scores"] == [None, None] and scores["judge_mean"] is None
+
+
+def test_cli_answers_user_errors_in_one_line(tmp_path, tiny_checkpoint):
+    from ch07_instruction.__main__ import main
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_checkpoint, folder)
+    (folder / "finetune.json").write_text("{", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"error: .*finetune\.json is not valid JSON"):
+        main(["respond", "--checkpoint", str(folder), "--out", str(tmp_path / "a.json")])
+    (tmp_path / "none.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(SystemExit, match="error: .*none.json holds no answers"):
+        main(["evaluate", "--responses", str(tmp_path / "none.json"), "--no-judge"])
+    tune = ["finetune", "--out", str(tmp_path / "ckpt"), "--batch-size", "4"]
+    with pytest.raises(SystemExit, match="error: 2 training examples cannot fill one batch of 4"):
+        main([*tune, "--train-subset", "2", "--val-subset", "2"])
+    with pytest.raises(SystemExit, match="error: the validation set is empty"):
+        main([*tune, "--train-subset", "8", "--val-subset", "0"])
+    assert not (tmp_path / "ckpt").exists()
