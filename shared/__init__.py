@@ -32,6 +32,7 @@ _INFRASTRUCTURE = (
     "shared.weights",
     "shared.derived",
     "shared.judge",
+    "shared.figures",
 )
 _CHAPTERS = (
     "ch02_data",
