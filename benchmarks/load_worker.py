@@ -20,7 +20,7 @@ import torch
 from transformers import GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from ch05_pretraining.pretraining import load_gpt2
+from ch05_pretraining.gpt2_weights import load_gpt2
 
 
 def _status_bytes(*fields: str) -> dict[str, int]:

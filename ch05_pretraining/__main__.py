@@ -1,239 +1,127 @@
-"""Command line for chapter 5: pretrain a GPT, and generate text.
+"""Command line for chapter 5: pretrain a GPT, generate text, pretrain on a corpus.
 
     python -m ch05_pretraining train --text story.txt --out checkpoints/story
-    python -m ch05_pretraining generate --checkpoint checkpoints/story --prompt "Every effort"
-    python -m ch05_pretraining generate --gpt2 124M --prompt "Every effort" --temperature 0.8 --top-k 50
-
-On a corpus (a folder of .txt files), in one process or several (torchrun):
-
+    python -m ch05_pretraining generate --gpt2 124M --prompt "Every effort" --top-k 50
     python -m ch05_pretraining prepare-corpus books/ --out shards/
-    python -m ch05_pretraining pretrain --data shards/ --out runs/books
     torchrun --standalone --nproc_per_node=8 -m ch05_pretraining pretrain --data shards/ --out runs/books
 
-The code is the chapter's own (``pretraining.py`` from ``ch05.ipynb``, ``speed.py`` from
-``speed.ipynb``, ``corpus.py`` from ``corpus.ipynb``); this file only wires it to arguments.
+Wires the code of ``ch05.ipynb``, ``speed.ipynb`` and ``corpus.ipynb`` to arguments; the
+options shared with the other chapters come from ``shared.cli``.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
+import shared.cli as cli
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ch05_pretraining",
-        description="Pretrain the course's GPT on a text file, or generate text from a checkpoint or GPT-2.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+SIZES = "124M, 355M, 774M or 1558M"  # the chapter-4 presets
 
-    train = sub.add_parser(
-        "train",
-        help="train on a UTF-8 text file and save a checkpoint after every epoch",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    train.add_argument("--text", type=Path, required=True, help="UTF-8 text file to train on")
-    train.add_argument(
-        "--out", type=Path, required=True, help="checkpoint folder to write (and to resume from)"
-    )
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    train.add_argument(
-        "--size", default="124M", help="GPT-2 preset for the architecture: 124M, 355M, 774M, 1558M"
-    )
-    train.add_argument("--context-length", type=int, default=256, help="training window (tokens)")
-    train.add_argument("--emb-dim", type=int, help="override the preset's embedding size")
-    train.add_argument("--n-layers", type=int, help="override the preset's number of blocks")
-    train.add_argument("--n-heads", type=int, help="override the preset's number of heads")
-    train.add_argument("--drop-rate", type=float, default=0.1)
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=2)
-    train.add_argument("--lr", type=float, default=4e-4)
-    train.add_argument("--weight-decay", type=float, default=0.1)
-    train.add_argument(
-        "--val-ratio", type=float, default=0.1, help="share of the text (at the end) held out"
-    )
-    train.add_argument("--eval-freq", type=int, default=5, help="evaluate every N optimizer steps")
-    train.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
-    train.add_argument(
-        "--prompt", default="Every effort moves you", help="sample printed after each epoch"
-    )
-    _add_speed_options(train)
-    _add_common(train)
 
-    gen = sub.add_parser(
-        "generate",
-        help="continue a prompt with a trained checkpoint or a GPT-2 size",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    source = gen.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="folder written by 'train'")
-    source.add_argument(
-        "--gpt2", metavar="SIZE", help="OpenAI GPT-2 weights: 124M, 355M, 774M or 1558M"
-    )
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument(
-        "--no-cache", action="store_true", help="recompute the whole sequence for every token"
-    )
-    _add_common(gen)
-
-    prepare = sub.add_parser(
-        "prepare-corpus",
-        help="tokenize a folder of .txt files into uint16 token shards for 'pretrain'",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    prepare.add_argument(
-        "input", type=Path, help="folder of UTF-8 .txt files (searched recursively)"
-    )
-    prepare.add_argument(
-        "--out", type=Path, required=True, help="folder for the shards and manifest"
-    )
-    prepare.add_argument(
-        "--shard-tokens", type=int, default=10_000_000, help="tokens per training shard (about)"
-    )
-    prepare.add_argument(
-        "--val-fraction", type=float, default=0.05, help="share of every document held out"
-    )
-    prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
-
+def build_parser():
     from ch05_pretraining.corpus import PretrainConfig
 
-    pretrain = sub.add_parser(
-        "pretrain",
-        help="pretrain on shards from 'prepare-corpus'; runs under torchrun too",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser, sub = cli.make_parser(
+        "python -m ch05_pretraining",
+        "Pretrain the course's GPT on a text file, or generate text from a checkpoint or GPT-2.",
     )
+    # fmt: off
+    train = cli.add_subcommand(sub, "train", "train on a UTF-8 text file and save a checkpoint after every epoch")
+    train.add_argument("--text", type=Path, required=True, help="UTF-8 text file to train on")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (and to resume from)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--size", default="124M", help=f"GPT-2 preset for the architecture: {SIZES}")
+    train.add_argument("--context-length", type=cli.positive_int, default=256, help="training window (tokens)")
+    train.add_argument("--emb-dim", type=cli.positive_int, help="override the preset's embedding size")
+    train.add_argument("--n-layers", type=cli.positive_int, help="override the preset's number of blocks")
+    train.add_argument("--n-heads", type=cli.positive_int, help="override the preset's number of heads")
+    train.add_argument("--drop-rate", type=float, default=0.1, help="dropout rate")
+    train.add_argument("--epochs", type=int, default=10, help="passes over the training text")
+    train.add_argument("--batch-size", type=cli.positive_int, default=2, help="windows per batch")
+    train.add_argument("--lr", type=float, default=4e-4, help="AdamW learning rate")
+    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
+    train.add_argument("--val-ratio", type=cli.fraction, default=0.1, help="share of the text (at the end) held out")
+    train.add_argument("--eval-freq", type=cli.positive_int, default=5, help="evaluate every N optimizer steps")
+    train.add_argument("--eval-iter", type=cli.positive_int, default=5, help="batches per evaluation")
+    train.add_argument("--prompt", default="Every effort moves you", help="sample printed after each epoch")
+    cli.add_speed_options(train)
+    gen = cli.add_subcommand(sub, "generate", "continue a prompt with a trained checkpoint or a GPT-2 size")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="folder written by 'train'")
+    source.add_argument("--gpt2", metavar="SIZE", help=f"OpenAI GPT-2 weights: {SIZES}")
+    gen.add_argument("--prompt", required=True, help="text to continue")
+    cli.add_decoding_options(gen, max_new_tokens=50)
+    gen.add_argument("--no-cache", action="store_true", help="recompute the whole sequence for every token")
+    for command in (train, gen):
+        cli.add_device_option(command)
+        cli.add_seed_option(command)
+    prepare = cli.add_subcommand(sub, "prepare-corpus", "tokenize a folder of .txt files into uint16 token shards for 'pretrain'")
+    prepare.add_argument("input", type=Path, help="folder of UTF-8 .txt files (searched recursively)")
+    prepare.add_argument("--out", type=Path, required=True, help="folder for the shards and manifest")
+    prepare.add_argument("--shard-tokens", type=cli.positive_int, default=10_000_000, help="tokens per training shard (about)")
+    prepare.add_argument("--val-fraction", type=cli.fraction, default=0.05, help="share of every document held out")
+    pretrain = cli.add_subcommand(sub, "pretrain", "pretrain on shards from 'prepare-corpus'; runs under torchrun too")
     pretrain.add_argument("--data", type=Path, required=True, help="folder from prepare-corpus")
     pretrain.add_argument("--out", type=Path, required=True, help="run folder: log and checkpoint")
     pretrain.add_argument("--resume", action="store_true", help="continue the run in --out")
-    pretrain.add_argument(
-        "--stop-at-step", type=int, help="stop (with a checkpoint) after this many steps"
-    )
-    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pretrain.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    pretrain.add_argument("--stop-at-step", type=int, help="stop (with a checkpoint) after this many steps")
+    cli.add_device_option(pretrain)
     PretrainConfig.add_arguments(pretrain)
+    for command in (prepare, pretrain):
+        command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # fmt: on
     return parser
 
 
-def _add_speed_options(parser: argparse.ArgumentParser) -> None:
-    # the options of chapter 5's speed notebook (make_training_setup); GPU-only ones are
-    # ignored on other devices
-    on_off = argparse.BooleanOptionalAction
-    parser.add_argument("--sdpa", action=on_off, default=False, help="fused attention kernel")
-    parser.add_argument("--compile", action=on_off, default=False, help="torch.compile the model")
-    parser.add_argument("--bf16", action=on_off, default=True, help="bf16 autocast (CUDA)")
-    parser.add_argument("--tf32", action=on_off, default=True, help="TF32 matmuls (CUDA)")
-    parser.add_argument(
-        "--fused-adamw", action=on_off, default=True, help="fused AdamW (CUDA or CPU)"
-    )
-    parser.add_argument(
-        "--decay-2d-only", action=on_off, default=False, help="no weight decay on biases, norms"
-    )
-    parser.add_argument(
-        "--tie-weights", action=on_off, default=False, help="tie head and embedding"
-    )
-    parser.add_argument("--pad-vocab", action=on_off, default=False, help="vocabulary to x64")
+def _text_loaders(args, context_length: int):
+    from ch02_data.text_data import create_dataloader
 
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    parser.add_argument("--seed", type=int, default=123)
+    text = args.text.read_text(encoding="utf-8")
+    split = int((1 - args.val_ratio) * len(text))
+    kwargs = dict(batch_size=args.batch_size, max_length=context_length, stride=context_length)
+    return (
+        create_dataloader(text[:split], shuffle=True, drop_last=True, seed=args.seed, **kwargs),
+        create_dataloader(text[split:], shuffle=False, drop_last=False, **kwargs),
+    )
 
 
 def _train(args) -> int:
-    import tiktoken
-    from tqdm.auto import tqdm
+    from ch04_gpt_model.gpt_model import gpt2_config
+    from ch05_pretraining import pretraining, speed
+    from shared.resources import gpt2_tokenizer
+    from shared.runtime import get_device, set_seed
 
-    from shared import (
-        create_dataloader,
-        get_device,
-        gpt2_config,
-        load_checkpoint,
-        make_training_setup,
-        save_checkpoint,
-        set_seed,
-        train_model,
-        use_sdpa_attention,
-    )
-
-    if not args.text.is_file():
-        raise SystemExit(f"error: --text {args.text} is not a file")
-    if not 0 < args.val_ratio < 1:
-        raise SystemExit(f"error: --val-ratio must be between 0 and 1, got {args.val_ratio}")
     device = get_device(args.device)
     set_seed(args.seed)
-    text = args.text.read_text(encoding="utf-8")
-    split = int((1 - args.val_ratio) * len(text))
-    tokenizer = tiktoken.get_encoding("gpt2")
-    overrides = {
-        "context_length": args.context_length,
-        "drop_rate": args.drop_rate,
-        **{
-            k: v
-            for k, v in (
-                ("emb_dim", args.emb_dim),
-                ("n_layers", args.n_layers),
-                ("n_heads", args.n_heads),
-            )
-            if v
-        },
-    }
-    cfg = gpt2_config(args.size, **overrides)
-    loader_args = dict(
-        batch_size=args.batch_size, max_length=cfg["context_length"], stride=cfg["context_length"]
+    sizes = {k: getattr(args, k) for k in ("emb_dim", "n_layers", "n_heads") if getattr(args, k)}
+    cfg = gpt2_config(args.size, context_length=args.context_length, drop_rate=args.drop_rate, **sizes)  # fmt: skip
+    train_loader, val_loader = _text_loaders(args, cfg["context_length"])
+    model, optimizer, autocast_dtype = speed.make_training_setup(
+        cfg, device, lr=args.lr, weight_decay=args.weight_decay, **cli.speed_settings(args)
     )
-    try:
-        train_loader = create_dataloader(
-            text[:split], shuffle=True, drop_last=True, seed=args.seed, **loader_args
-        )
-        val_loader = create_dataloader(text[split:], shuffle=False, drop_last=False, **loader_args)
-    except ValueError as err:
-        raise SystemExit(
-            f"error: {err} (train split {split} characters, validation {len(text) - split})"
-        ) from None
-
-    model, optimizer, autocast_dtype = make_training_setup(
-        cfg, device, lr=args.lr, weight_decay=args.weight_decay,
-        decay_2d_only=args.decay_2d_only, tie_weights=args.tie_weights,
-        pad_vocab=args.pad_vocab, tf32=args.tf32, bf16=args.bf16,
-        fused_adamw=args.fused_adamw, compile_model=args.compile,
-    )  # fmt: skip
     raw_model = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
-    use_sdpa_attention(raw_model, args.sdpa)
+    speed.use_sdpa_attention(raw_model, args.sdpa)
     saved_cfg = {**cfg, "vocab_size": raw_model.out_head.out_features}  # padded, if so
     state = None
     if args.resume:
-        if not (args.out / "checkpoint.json").is_file():
-            raise SystemExit(f"error: --resume given but {args.out} holds no checkpoint")
-        loaded = load_checkpoint(args.out, raw_model, optimizer, train_loader=train_loader)
+        loaded = pretraining.load_checkpoint(args.out, raw_model, optimizer, train_loader=train_loader)  # fmt: skip
         if loaded["config"] != saved_cfg:
-            raise SystemExit(
-                f"error: {args.out} was trained with config {loaded['config']}, not {saved_cfg}"
-            )
+            raise ValueError(f"{args.out} was trained with config {loaded['config']}, not {saved_cfg}")  # fmt: skip
         state = loaded["state"]
         print(f"resuming {args.out} after epoch {state.epoch} (step {state.global_step})")
     done = state.epoch if state else 0
     if done >= args.epochs:
-        print(
-            f"{args.out} has already trained for {done} epochs (asked for {args.epochs}); nothing to do"
-        )
+        print(f"{args.out} has trained for {done} epochs already (asked for {args.epochs})")
         return 0
-    print(
-        f"training {sum(p.numel() for p in raw_model.parameters()):,} parameters on {device} for {args.epochs - done} epochs"
-    )
-    for _ in tqdm(range(done, args.epochs), desc="epochs", initial=0):
-        state = train_model(
+    params = sum(p.numel() for p in raw_model.parameters())
+    print(f"training {params:,} parameters on {device} for {args.epochs - done} epochs")
+    for _ in range(done, args.epochs):
+        state = pretraining.train_model(
             model, train_loader, val_loader, optimizer, device,
             num_epochs=1, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
-            start_context=args.prompt, tokenizer=tokenizer, state=state,
+            start_context=args.prompt, tokenizer=gpt2_tokenizer(), state=state,
             autocast_dtype=autocast_dtype,
         )  # fmt: skip
-        save_checkpoint(
+        pretraining.save_checkpoint(
             args.out, raw_model, optimizer, config=saved_cfg, state=state,
             train_loader=train_loader, extra={"real_vocab_size": cfg["vocab_size"]},
         )  # fmt: skip
@@ -242,49 +130,33 @@ def _train(args) -> int:
 
 
 def _generate(args) -> int:
-    import tiktoken
     import torch
 
-    from shared import (
-        generate,
-        generate_cached,
-        get_device,
-        gpt2_checkpoint,
-        hide_padded_vocab,
-        load_checkpoint,
-        load_gpt2,
-        text_to_token_ids,
-        token_ids_to_text,
-    )
+    from ch05_pretraining import pretraining, speed
+    from ch05_pretraining.gpt2_weights import load_gpt2
+    from shared.resources import gpt2_tokenizer
+    from shared.runtime import get_device
+    from shared.weights import gpt2_checkpoint
 
     device = get_device(args.device)
     if args.checkpoint is not None:
-        loaded = load_checkpoint(args.checkpoint, restore_rng=False)
+        loaded = pretraining.load_checkpoint(args.checkpoint, restore_rng=False)
         model = loaded["model"].to(device).eval()
         real_vocab = (loaded["extra"] or {}).get("real_vocab_size")
         if real_vocab and real_vocab < model.out_head.out_features:
-            hide_padded_vocab(model, real_vocab)  # trained with a padded vocabulary
+            speed.hide_padded_vocab(model, real_vocab)  # trained with a padded vocabulary
     else:
         checkpoint = gpt2_checkpoint(args.gpt2)
         print(checkpoint.description, file=sys.stderr)
         model = load_gpt2(checkpoint.folder, size=checkpoint.size, device=device)
-    tokenizer = tiktoken.get_encoding("gpt2")
+    idx = pretraining.text_to_token_ids(args.prompt, tokenizer := gpt2_tokenizer()).to(device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    idx = text_to_token_ids(args.prompt, tokenizer).to(device)
-    settings = dict(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        eos_id=tokenizer.eot_token, generator=generator,
+    decode = pretraining.generate if args.no_cache else speed.generate_cached
+    out = decode(
+        model, idx, args.max_new_tokens, model.pos_emb.weight.shape[0],
+        eos_id=tokenizer.eot_token, generator=generator, **cli.decoding_settings(args),
     )  # fmt: skip
-    try:
-        if args.no_cache:
-            out = generate(
-                model, idx, args.max_new_tokens, model.pos_emb.weight.shape[0], **settings
-            )
-        else:
-            out = generate_cached(model, idx, args.max_new_tokens, **settings)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    print(token_ids_to_text(out, tokenizer))
+    print(pretraining.token_ids_to_text(out, tokenizer))
     return 0
 
 
@@ -295,40 +167,32 @@ def _prepare_corpus(args) -> int:
         args.input, args.out, shard_tokens=args.shard_tokens, val_fraction=args.val_fraction,
         progress=not args.no_progress,
     )  # fmt: skip
-    train = sum(r["tokens"] for r in manifest["shards"])
-    print(
-        f"{len(manifest['inputs'])} documents -> {len(manifest['shards'])} training shards "
-        f"({train:,} tokens) and val.bin ({manifest['val']['tokens']:,} tokens) in {args.out}"
-    )
+    shards, train = manifest["shards"], sum(r["tokens"] for r in manifest["shards"])
+    print(f"{len(manifest['inputs'])} documents -> {len(shards)} training shards ({train:,} tokens)"
+          f" and val.bin ({manifest['val']['tokens']:,} tokens) in {args.out}")  # fmt: skip
     return 0
 
 
 def _pretrain(args) -> int:
-    from ch05_pretraining.corpus import PretrainConfig, pretrain
-    from shared import get_device
+    from ch05_pretraining.corpus import PretrainConfig
+    from ch05_pretraining.pretrain_loop import pretrain
+    from shared.runtime import get_device
 
-    cfg = PretrainConfig.from_arguments(args)
     pretrain(
-        cfg, args.data, args.out, device=get_device(args.device), resume=args.resume,
-        stop_at_step=args.stop_at_step, progress=not args.no_progress,
+        PretrainConfig.from_arguments(args), args.data, args.out, device=get_device(args.device),
+        resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.no_progress,
     )  # fmt: skip
     return 0
+
+
+COMMANDS = dict(train=_train, generate=_generate, pretrain=_pretrain)
+COMMANDS["prepare-corpus"] = _prepare_corpus  # a name with a hyphen
 
 
 def main(argv: list[str] | None = None) -> int:
     from ch05_pretraining.corpus import ShardError
 
-    args = build_parser().parse_args(argv)
-    commands = {
-        "train": _train,
-        "generate": _generate,
-        "prepare-corpus": _prepare_corpus,
-        "pretrain": _pretrain,
-    }
-    try:
-        return commands[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError, ShardError) as err:
-        raise SystemExit(f"error: {err}") from None
+    return cli.run_command(build_parser(), COMMANDS, argv, extra_errors=(ShardError,))
 
 
 if __name__ == "__main__":

@@ -8,34 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_module
 
-from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
+from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple, gpt2_config
+from ch05_pretraining.gpt2_weights import gpt2_config_from_hf, load_gpt2
 from ch05_pretraining.pretraining import (
     NonFiniteLossError,
-    SafetensorsReader,
     apply_top_k,
     apply_top_p,
     calc_loss_batch,
     calc_loss_loader,
     generate,
-    gpt2_config_from_hf,
     load_checkpoint,
-    load_gpt2,
     save_checkpoint,
     train_model,
-    write_atomically,
 )
 from shared import create_dataloader
 
-TINY = {
-    "vocab_size": 50257,
-    "context_length": 32,
-    "emb_dim": 32,
-    "n_heads": 4,
-    "n_layers": 2,
-    "drop_rate": 0.1,
-    "qkv_bias": False,
-}
+# GPT-2's vocabulary and layout, shrunk to 2 small blocks (the chapter-4 preset factory)
+TINY = gpt2_config("124M", context_length=32, emb_dim=32, n_heads=4, n_layers=2)
 
 
 class _SilentTokenizer:
@@ -90,6 +81,7 @@ def test_calc_loss_loader_rejects_an_empty_loader(verdict_text):
         calc_loss_loader(loader, GPTModel(TINY), "cpu")
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(verdict_text, capsys):
     torch.manual_seed(0)
     model = GPTModel(TINY)
@@ -114,6 +106,7 @@ def test_non_finite_loss_stops_training_naming_the_step(verdict_text):
         run_training(model, train_loader, val_loader, epochs=1)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(verdict_text, tmp_path, capsys):
     text = verdict_text[:8000]
     torch.manual_seed(42)
@@ -201,32 +194,6 @@ def test_a_save_cut_off_between_its_renames_is_still_found(tmp_path):
     save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["extra"] == {"version": 2}
-
-
-def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
-    target = write_atomically(tmp_path / "notes.txt", "first")
-    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("no space")))
-    with pytest.raises(OSError, match="no space"):
-        write_atomically(target, "second")
-    assert target.read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-
-
-def test_safetensors_reader_rejects_damaged_files(tmp_path):
-    from safetensors.torch import save_file
-
-    save_file({"w": torch.arange(12, dtype=torch.float32).view(3, 4)}, tmp_path / "ok.safetensors")
-    with SafetensorsReader(tmp_path / "ok.safetensors") as f:
-        mapped = f.map_tensor("w")
-    assert torch.equal(mapped, torch.arange(12, dtype=torch.float32).view(3, 4))
-    data = (tmp_path / "ok.safetensors").read_bytes()
-    (tmp_path / "short.safetensors").write_bytes(data[:-8])
-    with SafetensorsReader(tmp_path / "short.safetensors") as f:
-        with pytest.raises(ValueError, match="truncated or damaged at tensor 'w'"):
-            f.map_tensor("w")
-    (tmp_path / "junk.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
-    with pytest.raises(ValueError, match="not a safetensors file"):
-        SafetensorsReader(tmp_path / "junk.safetensors")
 
 
 # --- decoding --------------------------------------------------------------------------
@@ -335,6 +302,7 @@ FULL_124M_HF = {
 @pytest.mark.parametrize(
     "config,size", [(TINY_HF, None), (FULL_124M_HF, "124M")], ids=["tiny", "124M"]
 )
+@pytest.mark.slow
 def test_loader_matches_transformers(tmp_path, config, size):
     hf = _hf_checkpoint(tmp_path, **config)
     ours = load_gpt2(tmp_path, size=size)
@@ -393,18 +361,31 @@ def test_loader_names_first_mismatching_tensor(tmp_path):
         load_gpt2(tmp_path / "missing")
 
 
+def test_loader_answers_a_damaged_weights_file_or_config(tmp_path):
+    _hf_checkpoint(tmp_path, **TINY_HF)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a complete safetensors file"):
+        load_gpt2(tmp_path)
+    weights.write_bytes(b"<html>404 Not Found</html>")  # a web page saved under the name
+    with pytest.raises(ValueError, match="not a complete safetensors file.*download it again"):
+        load_gpt2(tmp_path)
+    weights.write_bytes(data)
+    (tmp_path / "config.json").write_text('{"n_embd": 48,', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        load_gpt2(tmp_path)
+    (tmp_path / "config.json").write_text('{"n_embd": 48}', encoding="utf-8")
+    with pytest.raises(ValueError, match="config.json lacks 'vocab_size'"):
+        load_gpt2(tmp_path)
+
+
 # --- command line ---------------------------------------------------------------------------
 
 
 def _cli(*args, cwd):
-    env = {**os.environ, "GPT_COURSE_MODE": "test"}
-    return subprocess.run(
-        [sys.executable, "-m", "ch05_pretraining", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return run_module(
+        "ch05_pretraining", *args, cwd=cwd, env={**os.environ, "GPT_COURSE_MODE": "test"}
     )
 
 
@@ -415,6 +396,7 @@ def test_cli_help():
     assert out.returncode == 0 and "--resume" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_train_resume_and_generate(tmp_path, verdict_text):
     (tmp_path / "story.txt").write_text(verdict_text[:6000], encoding="utf-8")
     common = ["--text", "story.txt", "--out", "ckpt", "--emb-dim", "32", "--n-layers", "1", "--n-heads", "2",
@@ -442,6 +424,7 @@ def test_cli_train_resume_and_generate(tmp_path, verdict_text):
     assert out.returncode != 0 and "top_p must be in (0, 1]" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_generate_with_gpt2_uses_the_standin_in_test_mode(tmp_path):
     env_cache = {"GPT_COURSE_CACHE": str(tmp_path / "cache")}
     out = subprocess.run(

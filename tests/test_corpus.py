@@ -22,8 +22,8 @@ from ch05_pretraining.corpus import (
     load_manifest,
     open_shards,
     prepare_corpus,
-    pretrain,
 )
+from ch05_pretraining.pretrain_loop import pretrain
 from ch05_pretraining.pretraining import NonFiniteLossError, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -255,6 +255,7 @@ def losses(history):
     return [r["loss"] for r in history if "loss" in r]
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_the_loss_and_writes_a_loadable_checkpoint(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "max_steps": 30, "eval_every": 10})
     result = pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False)
@@ -270,6 +271,7 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_checkpoint(shards, tm
     assert isinstance(result["sample"], str) and result["sample"].startswith(cfg.sample_prompt)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_gives_the_same_losses_and_weights(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "drop_rate": 0.1})  # dropout too: its masks must repeat
     straight = pretrain(cfg, shards, tmp_path / "straight", device="cpu", progress=False)
@@ -316,6 +318,7 @@ def cli_env():
     return env
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "max_steps": 40, "checkpoint_every": 5, "eval_every": 10})
     straight = pretrain(cfg, shards, tmp_path / "straight", device="cpu", progress=False)
@@ -383,6 +386,7 @@ def test_sigterm_finishes_the_step_and_writes_a_checkpoint(shards, tmp_path):
     assert f"stopped after step {done}; continue with --resume" in out
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_matches_one_process(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "max_steps": 6, "eval_every": 3})
     single = pretrain(cfg, shards, tmp_path / "single", device="cpu", progress=False)
@@ -410,6 +414,7 @@ def test_torchrun_with_two_processes_matches_one_process(shards, tmp_path):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_commands_take_text_files_to_a_sampled_model(verdict_corpus, tmp_path):
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "ch05_pretraining", *args],

@@ -2,11 +2,10 @@
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_module
 
 from tools.export import ExportError, export_all, export_notebook, stale_modules
 
@@ -91,14 +90,8 @@ def export_one(repo: Path, name: str = "demo.ipynb") -> dict[str, str]:
     return {m.module.as_posix(): m.text for m in modules}
 
 
-def ruff(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ruff", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def ruff(repo: Path, *args: str):
+    return run_module("ruff", *args, cwd=repo)
 
 
 def test_imports_are_hoisted_merged_and_sorted(repo):

@@ -1,5 +1,6 @@
-"""Rules of the repository: generated modules match notebooks, imports flow one way,
-every public name resolves through ``shared`` and is defined exactly once."""
+"""Rules of the repository: generated modules match notebooks, chapter modules import each
+other without cycles, every public name is defined exactly once, notebooks and modules stay
+at reading size. (Layering and the facade: tests/test_layering.py.)"""
 
 import ast
 import json
@@ -7,8 +8,6 @@ import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
-
-import pytest
 
 import shared
 from tools.export import REPO_ROOT, chapter_notebooks, export_all, stale_modules
@@ -38,16 +37,18 @@ def test_hand_edited_module_is_reported_with_its_notebook(tmp_path):
         (tmp_path / module.notebook).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / module.notebook, tmp_path / module.notebook)
         shutil.copy(REPO_ROOT / module.module, tmp_path / module.module)
+    # the exporter sorts imports as ruff does, calling first-party what the repository holds
+    shutil.copytree(
+        REPO_ROOT / "shared", tmp_path / "shared", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    for init in REPO_ROOT.glob("ch[0-9][0-9]_*/__init__.py"):
+        shutil.copy(init, tmp_path / init.relative_to(REPO_ROOT))
     assert stale_modules(tmp_path) == []
     edited = tmp_path / target.module
     edited.write_text(edited.read_text(encoding="utf-8") + "\nHAND_EDIT = 1\n", encoding="utf-8")
     problems = stale_modules(tmp_path)
     assert len(problems) == 1
     assert str(target.notebook) in problems[0] and str(target.module) in problems[0]
-
-
-def test_export_is_deterministic():
-    assert [m.text for m in export_all()] == [m.text for m in export_all()]
 
 
 def _imported_modules(tree: ast.AST) -> list[str]:
@@ -58,36 +59,6 @@ def _imported_modules(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append(node.module)
     return names
-
-
-def main_modules() -> set[str]:
-    """Dotted names of the modules exported by each chapter's main notebook (chNN.ipynb)."""
-    return {
-        ".".join(m.module.with_suffix("").parts)
-        for m in export_all()
-        if m.notebook.stem == m.notebook.parent.name[:4]
-    }
-
-
-@pytest.mark.parametrize("module", chapter_modules(), ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_chapter_modules_import_only_earlier_chapters(module):
-    own = chapter_number(module.parent.name)
-    dotted = ".".join(module.relative_to(REPO_ROOT).with_suffix("").parts)
-    mains = main_modules()
-    for name in _imported_modules(ast.parse(module.read_text(encoding="utf-8"))):
-        top = name.split(".")[0]
-        assert top != "shared", (
-            f"{module.name} imports shared; chapter modules import earlier chapter modules directly"
-        )
-        other = chapter_number(top)
-        if other is None or other < own:
-            continue
-        # a bonus module (e.g. chapter 5's speed and corpus notebooks) may build on its
-        # chapter's main module and on the chapter's other bonus modules (no cycles: see below)
-        bonus_in_own_chapter = other == own and dotted not in mains and name != dotted
-        assert bonus_in_own_chapter, (
-            f"{module.relative_to(REPO_ROOT)} imports {name}, which is not an earlier chapter"
-        )
 
 
 def test_modules_of_one_chapter_import_each_other_without_cycles():
@@ -140,24 +111,21 @@ def test_notebooks_import_earlier_chapters_only_through_shared():
     assert not offenders, "import earlier chapters through shared:\n" + "\n".join(offenders)
 
 
-def test_shared_all_resolves_without_duplicates():
-    assert len(shared.__all__) == len(set(shared.__all__)), (
-        "a name is listed twice in shared.__all__"
-    )
-    missing = [name for name in shared.__all__ if not hasattr(shared, name)]
-    assert not missing, f"shared.__all__ names that do not resolve: {missing}"
-
-
-def test_every_public_chapter_name_is_reexported_by_shared():
+def test_every_generated_module_is_offered_by_the_facade():
+    offered = set(shared.facade_index().values())
     for module in export_all():
-        tree = ast.parse(module.text)
-        exported = next(
-            ast.literal_eval(node.value)
-            for node in tree.body
-            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__"
+        dotted = ".".join(module.module.with_suffix("").parts)
+        assert dotted in offered or not _declared(module.text), (
+            f"{module.module} is not read by shared/__init__.py; add its chapter to _CHAPTERS"
         )
-        missing = sorted(set(exported) - set(shared.__all__))
-        assert not missing, f"{module.module} defines {missing}; add them to shared/__init__.py"
+
+
+def _declared(text: str) -> list[str]:
+    tree = ast.parse(text)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__":
+            return ast.literal_eval(node.value)
+    return []
 
 
 def test_no_name_is_defined_in_two_modules():
@@ -184,3 +152,36 @@ def test_notebooks_ran_top_to_bottom():
 def test_every_chapter_notebook_is_found():
     names = [p.relative_to(REPO_ROOT).as_posix() for p in chapter_notebooks()]
     assert "ch02_data/ch02.ipynb" in names
+
+
+MAX_CELL_LINES = 60
+MAX_MODULE_LINES = 500
+MAX_CLI_LINES = 200
+
+
+def test_no_code_cell_is_longer_than_a_reading_screen():
+    long_cells = []
+    for notebook in chapter_notebooks():
+        nb = json.loads(notebook.read_text(encoding="utf-8"))
+        for index, cell in enumerate(nb["cells"]):
+            lines = len("".join(cell["source"]).splitlines())
+            if cell["cell_type"] == "code" and lines > MAX_CELL_LINES:
+                long_cells.append(f"{notebook.relative_to(REPO_ROOT)} cell {index}: {lines} lines")
+    assert not long_cells, (
+        f"code cells over {MAX_CELL_LINES} lines (split them, or move machinery to shared/):\n"
+        + "\n".join(long_cells)
+    )
+
+
+def test_generated_modules_and_command_lines_stay_small():
+    too_long = [
+        f"{m.module}: {len(m.text.splitlines())} lines (send cells to a second module with "
+        "'#| export <module>')"
+        for m in export_all()
+        if len(m.text.splitlines()) > MAX_MODULE_LINES
+    ]
+    for cli in sorted(REPO_ROOT.glob("ch[0-9][0-9]_*/__main__.py")):
+        lines = len(cli.read_text(encoding="utf-8").splitlines())
+        if lines >= MAX_CLI_LINES:
+            too_long.append(f"{cli.relative_to(REPO_ROOT)}: {lines} lines (use shared.cli)")
+    assert not too_long, "\n".join(too_long)

@@ -174,6 +174,7 @@ def test_every_known_resource_is_in_the_mirror_with_its_pinned_hash():
         assert hashlib.sha256(data).hexdigest() == res.sha256, res.name
 
 
+@pytest.mark.slow
 def test_tiktoken_works_offline_from_the_mirror(tmp_path):
     mirror = os.environ.get(MIRROR_ENV_VAR)
     if not mirror:

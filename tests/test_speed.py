@@ -4,30 +4,27 @@ import pytest
 import torch
 
 from ch03_attention.attention import MultiHeadAttention
-from ch04_gpt_model.gpt_model import GPTModel
+from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple, gpt2_config
 from ch05_pretraining.pretraining import calc_loss_batch, generate
 from ch05_pretraining.speed import (
     CachedDecoder,
     KVCache,
-    _side_by_side,
     adamw_param_groups,
+    forward_with_cache,
     generate_cached,
+    generate_text_simple_cached,
     hide_padded_vocab,
     make_training_setup,
     padded_vocab_size,
     stream_generate,
     use_sdpa_attention,
 )
+from shared.derived import side_by_side
 
-CFG = {
-    "vocab_size": 50257,
-    "context_length": 24,
-    "emb_dim": 32,
-    "n_heads": 4,
-    "n_layers": 2,
-    "drop_rate": 0.0,
-    "qkv_bias": True,
-}
+# GPT-2's vocabulary and q/k/v biases, two small blocks, a short context to fill quickly
+CFG = gpt2_config(
+    "124M", context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +41,38 @@ PROMPTS = [
     (torch.arange(100, 120).unsqueeze(0), 4),  # runs exactly to the full context (24)
     (torch.tensor([[42]]), 23),  # one token, then fill the context
 ]
+
+
+# --- the KV cache in a few lines (the notebook's teaching version) -------------------------
+
+
+@pytest.mark.parametrize("prompt,new", PROMPTS)  # each run fits in the 24-token context
+def test_simple_cached_generation_equals_generate_text_simple(model, prompt, new):
+    cached = generate_text_simple_cached(model, prompt, new)
+    assert torch.equal(cached, generate_text_simple(model, prompt, new, CFG["context_length"]))
+
+
+def test_forward_with_cache_matches_the_full_forward_in_any_chunks(model):
+    tokens = torch.randint(0, 50257, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = KVCache(len(model.trf_blocks), CFG["context_length"])
+        chunks = [
+            forward_with_cache(model, tokens[:, a:b], cache) for a, b in ((0, 5), (5, 6), (6, 12))
+        ]
+    assert cache.length == 12
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_simple_cached_generation_rejects_a_run_longer_than_the_context(model):
+    assert torch.equal(
+        generate_text_simple_cached(model, torch.tensor([[7]]), 0), torch.tensor([[7]])
+    )
+    with pytest.raises(ValueError, match="exceed the context length 24"):
+        generate_text_simple_cached(model, torch.arange(20).unsqueeze(0), 5)
+
+
+# --- the fast decoder ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("strategy", KVCache.STRATEGIES)
@@ -299,7 +328,7 @@ def _qkv_parts(att):
 def test_fused_qkv_is_a_view_for_loaded_gpt2_weights(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ch05_pretraining.pretraining import load_gpt2
+    from ch05_pretraining.gpt2_weights import load_gpt2
 
     torch.manual_seed(5)
     config = GPT2Config(n_embd=48, n_layer=2, n_head=4, n_positions=32, vocab_size=50257)
@@ -330,6 +359,6 @@ def test_fused_qkv_is_a_copy_under_all_and_absent_otherwise(model):
     # are not taken for a fused one
     joint = torch.randn(CFG["emb_dim"], 3 * CFG["emb_dim"])
     parts = list(joint.split(CFG["emb_dim"], dim=1))
-    assert torch.equal(_side_by_side(parts), joint)
-    assert _side_by_side([parts[1], parts[0], parts[2]]) is None
-    assert _side_by_side([parts[0], parts[1]]) is None  # adjacent, but not a whole row-major matrix
+    assert torch.equal(side_by_side(parts), joint)
+    assert side_by_side([parts[1], parts[0], parts[2]]) is None
+    assert side_by_side([parts[0], parts[1]]) is None  # adjacent, but not a whole row-major matrix
