@@ -52,37 +52,31 @@ def _declared_names(source: str) -> list[str]:
     return list(_ast.literal_eval(match.group(1))) if match else []
 
 
-def _chapter_modules(package: str) -> list[str]:
-    # The generated modules of a chapter package, found without importing the package.
-    spec = _importlib_util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    folder = _Path(next(iter(spec.submodule_search_locations)))
-    return [
-        f"{package}.{path.stem}"
-        for path in sorted(folder.glob("*.py"))
-        if path.read_text(encoding="utf-8").startswith(_GENERATED_MARK)
-    ]
+def _module_sources():
+    """(dotted name, source text) of every module the facade offers, found without importing.
 
-
-def _source_of(module: str) -> str:
-    if module.startswith("shared."):
-        path = _Path(__file__).with_name(module.split(".", 1)[1] + ".py")
-    else:
-        package, name = module.split(".")
-        spec = _importlib_util.find_spec(package)
-        path = _Path(next(iter(spec.submodule_search_locations))) / f"{name}.py"
-    return path.read_text(encoding="utf-8")
+    The infrastructure modules, then the generated modules of each chapter package (the
+    files that start with the exporter's mark), each file read once.
+    """
+    here = _Path(__file__).parent
+    for module in _INFRASTRUCTURE:
+        yield module, (here / f"{module.split('.')[1]}.py").read_text(encoding="utf-8")
+    for package in _CHAPTERS:
+        spec = _importlib_util.find_spec(package)  # locates the package; does not import it
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        folder = _Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(folder.glob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if text.startswith(_GENERATED_MARK):
+                yield f"{package}.{path.stem}", text
 
 
 def _build_index() -> dict[str, str]:
-    """Public name -> the module that defines it."""
+    """Public name -> the module that defines it (the first, in course order)."""
     index: dict[str, str] = {}
-    modules = list(_INFRASTRUCTURE)
-    for package in _CHAPTERS:
-        modules += _chapter_modules(package)
-    for module in modules:
-        for name in _declared_names(_source_of(module)):
+    for module, source in _module_sources():
+        for name in _declared_names(source):
             index.setdefault(name, module)
     return index
 

@@ -158,10 +158,7 @@ def test_dir_lists_every_name_for_tab_completion():
 
 def test_no_public_name_is_declared_by_two_modules():
     declared: dict[str, list[str]] = {}
-    modules = list(shared._INFRASTRUCTURE)
-    for package in shared._CHAPTERS:
-        modules += shared._chapter_modules(package)
-    for module in modules:
+    for module, _ in shared._module_sources():
         for name in __import__(module, fromlist=["_"]).__all__:
             declared.setdefault(name, []).append(module)
     twice = {name: mods for name, mods in declared.items() if len(mods) > 1}
