@@ -7,11 +7,15 @@ import os
 import pytest
 
 from shared.io import (
+    MARKER_NAME,
+    FolderNotOursError,
     JSONFileError,
     atomic_folder,
+    check_output_folder,
     existing_folder,
     read_folder_metadata,
     read_json,
+    saved_folder,
     sha256_file,
     write_atomically,
     write_json,
@@ -20,6 +24,10 @@ from shared.io import (
 
 def _entries(folder):
     return sorted(p.name for p in folder.iterdir())
+
+
+def _saved(folder):  # what a save wrote, without the marker
+    return [name for name in _entries(folder) if name != MARKER_NAME]
 
 
 def test_write_atomically_writes_text_as_utf8_and_leaves_no_temporary_file(tmp_path):
@@ -45,16 +53,16 @@ def test_atomic_folder_replaces_a_folder_only_when_the_block_succeeds(tmp_path):
     target = tmp_path / "ckpt"
     with atomic_folder(target) as tmp:
         (tmp / "a.txt").write_text("one")
-    assert _entries(target) == ["a.txt"]
+    assert _saved(target) == ["a.txt"]
     with pytest.raises(RuntimeError, match="boom"):
         with atomic_folder(target) as tmp:
             (tmp / "b.txt").write_text("two")
             raise RuntimeError("boom")
-    assert _entries(target) == ["a.txt"]  # untouched
+    assert _saved(target) == ["a.txt"]  # untouched
     assert _entries(tmp_path) == ["ckpt"]  # no temporary or old folder left behind
     with atomic_folder(target) as tmp:
         (tmp / "c.txt").write_text("three")
-    assert _entries(target) == ["c.txt"]
+    assert _saved(target) == ["c.txt"]
     assert _entries(tmp_path) == ["ckpt"]
 
 
@@ -120,3 +128,127 @@ def test_read_folder_metadata_finds_the_folder_or_explains_what_is_expected(tmp_
     os.replace(tmp_path / "ckpt", tmp_path / ".ckpt-old")
     folder, meta = read_folder_metadata(tmp_path / "ckpt", "checkpoint.json", "checkpoint", "x")
     assert folder.name == ".ckpt-old" and meta == {"step": 3}
+
+
+# --- Nothing a user owns is ever lost (fault tests) ---
+
+
+def test_atomic_folder_refuses_a_folder_it_did_not_write_and_deletes_nothing(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "story.txt").write_text("my story")
+    with pytest.raises(FolderNotOursError, match=r"story\.txt.*nothing was changed"):
+        with atomic_folder(project) as tmp:
+            (tmp / "model.bin").write_text("weights")
+    assert _entries(project) == ["story.txt"]
+    assert (project / "story.txt").read_text() == "my story"
+    assert _entries(tmp_path) == ["project"]  # no temporary folder left either
+
+
+def test_a_file_added_to_a_saved_folder_makes_the_next_save_refuse(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOursError, match="notes.txt"):
+        check_output_folder(target)
+    with pytest.raises(FolderNotOursError):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("two")
+    assert (target / "notes.txt").read_text() == "mine"
+    assert (target / "a.txt").read_text() == "one"
+
+
+def test_check_output_folder_accepts_missing_empty_and_saved_folders_only(tmp_path):
+    assert check_output_folder(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(FolderNotOursError, match="is a file"):
+        check_output_folder(tmp_path / "file.txt")
+    (tmp_path / "runs" / "spam").mkdir(parents=True)  # a folder of earlier runs
+    with pytest.raises(FolderNotOursError, match="spam"):
+        check_output_folder(tmp_path / "runs")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_folders_and_files_get_the_users_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_folder(tmp_path / "ckpt") as tmp:
+            (tmp / "a.txt").write_text("one")
+            write_json(tmp / "meta.json", {})
+        note = write_atomically(tmp_path / "note.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "ckpt" / "meta.json").stat().st_mode & 0o777 == 0o640
+    assert note.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process ids as on POSIX")
+def test_temporaries_of_killed_saves_are_cleaned_at_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(ended.stdout)
+    stale = tmp_path / f".ckpt-tmp{dead_pid}-abc123"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    stale_file = tmp_path / f".notes.txt-tmp{dead_pid}-xyz.tmp"
+    stale_file.write_text("half")
+    live = tmp_path / f".ckpt-tmp{os.getppid()}-def456"  # a save still running elsewhere
+    live.mkdir()
+    user_folder = tmp_path / ".ckpt-backup"  # not ours: never touched
+    user_folder.mkdir()
+    with atomic_folder(tmp_path / "ckpt") as tmp:
+        (tmp / "a.txt").write_text("one")
+    write_atomically(tmp_path / "notes.txt", "done")
+    assert not stale.exists() and not stale_file.exists()
+    assert live.exists() and user_folder.exists()
+
+
+def test_a_save_after_a_kill_between_the_renames_keeps_the_old_copy_until_it_succeeds(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "ckpt"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("epoch 1")
+    os.replace(target, tmp_path / ".ckpt-old")  # what a kill between the renames leaves
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst) == str(target):
+            raise OSError("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="killed"):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("epoch 2")
+    monkeypatch.undo()
+    assert saved_folder(target) == tmp_path / ".ckpt-old"
+    assert (saved_folder(target) / "a.txt").read_text() == "epoch 1"
+    assert saved_folder(tmp_path / "nothing") is None
+
+
+def test_write_atomically_refuses_to_replace_a_folder(tmp_path):
+    (tmp_path / "answers.json").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        write_json(tmp_path / "answers.json", [])
+
+
+def test_a_folder_saved_before_markers_existed_may_still_be_replaced(tmp_path):
+    legacy = tmp_path / "spam-classifier"
+    legacy.mkdir()
+    (legacy / "classifier.json").write_text("{}")
+    (legacy / "model.safetensors").write_bytes(b"old")
+    with atomic_folder(legacy) as tmp:
+        (tmp / "classifier.json").write_text('{"new": true}')
+    assert _saved(legacy) == ["classifier.json"]
+    (tmp_path / "weights-only").mkdir()  # no metadata file: not recognisably ours
+    (tmp_path / "weights-only" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(FolderNotOursError):
+        check_output_folder(tmp_path / "weights-only")
