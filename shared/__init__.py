@@ -28,6 +28,7 @@ _INFRASTRUCTURE = (
     "shared.settings",
     "shared.runtime",
     "shared.io",
+    "shared.tensorfiles",
     "shared.resources",
     "shared.weights",
     "shared.derived",
