@@ -9,13 +9,20 @@
 
 Every file is checked against a pinned SHA-256. Downloads are written under a
 temporary name and renamed only once complete and verified, so a corrupt or
-truncated file is never kept or returned.
+truncated file is never kept or returned. A file that comes inside a zip archive is
+extracted only up to its ``max_bytes``, so a damaged or hostile archive cannot fill
+the disk before the hash check.
+
+``gpt2_tokenizer()`` is the course's one way to get tiktoken's GPT-2 encoding: it
+seeds tiktoken's cache from the mirror, checks the cached files against their pinned
+hashes, and says what to do when the files cannot be had.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +68,16 @@ class Resource:
     description: str
     # When the URLs serve a zip archive, the member to extract (verified after extraction).
     archive_member: str | None = None
+    # The most bytes extracted from the archive for that member (a little above its real
+    # size): a larger member is refused before it reaches the disk.
+    max_bytes: int | None = None
+
+    def __post_init__(self):
+        if self.archive_member is not None and not self.max_bytes:
+            raise ValueError(
+                f"resource {self.name!r} is extracted from an archive, so it needs max_bytes "
+                "(a little above the member's real size) to bound the extraction"
+            )
 
 
 _BOOK_RAW = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
@@ -86,6 +103,7 @@ RESOURCES: dict[str, Resource] = {
             ),
             description="UCI SMS Spam Collection v.1 (tab-separated label and text)",
             archive_member="SMSSpamCollection",
+            max_bytes=500_000,  # the file has 477,907 bytes
         ),
         Resource(
             name="instruction-data",
@@ -188,8 +206,9 @@ def _download(res: Resource, url: str, destination: Path, *, progress: bool) -> 
     """Download ``url`` and install the verified file at ``destination`` atomically.
 
     ``pooch`` does the work: it downloads to a temporary name beside the destination,
-    checks the hash, and renames the file into place only when it matches. For a zip
-    archive it extracts the one member we need; that member's hash is checked here.
+    checks the hash, and renames the file into place only when it matches. A zip archive
+    (not pinned: the mirror holds only the extracted file) is downloaded into a temporary
+    folder; the one member we need is extracted with a size limit and its hash checked here.
     """
     import pooch
 
@@ -213,14 +232,10 @@ def _download(res: Resource, url: str, destination: Path, *, progress: bool) -> 
             ) from None
         return destination
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as tmp:
-        (member,) = pooch.retrieve(
-            url,
-            known_hash=None,
-            fname="archive.zip",
-            path=tmp,
-            progressbar=progress,
-            processor=pooch.Unzip(members=[res.archive_member]),
+        archive = pooch.retrieve(
+            url, known_hash=None, fname="archive.zip", path=tmp, progressbar=progress
         )
+        member = _extract_member(Path(archive), res, url, Path(tmp) / "member")
         actual = sha256_file(member)
         if actual != res.sha256:
             raise ChecksumError(
@@ -229,6 +244,47 @@ def _download(res: Resource, url: str, destination: Path, *, progress: bool) -> 
             )
         os.replace(member, destination)  # atomic on one filesystem: never half-written
     return destination
+
+
+def _extract_member(archive: Path, res: Resource, url: str, out: Path) -> Path:
+    """Copy ``res.archive_member`` out of the zip ``archive`` into ``out``, at most ``res.max_bytes``.
+
+    The member's declared size is checked first, and the copy stops at the limit whatever
+    the header says, so a zip bomb never gets more than ``max_bytes`` onto the disk.
+    """
+    limit = res.max_bytes
+    what = f"the archive downloaded from {url}"
+    too_large = (
+        f"{res.archive_member} in {what} is larger than the {limit:,} bytes the course "
+        f"accepts for it (a changed or hostile archive); nothing was kept. Provide a "
+        f"verified {res.filename} through {MIRROR_ENV_VAR}."
+    )
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(res.archive_member)
+            except KeyError:
+                names = zf.namelist()
+                held = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                raise ChecksumError(
+                    f"{what} has no member {res.archive_member!r} (it holds: {held or 'nothing'}); "
+                    f"nothing was kept. Provide a verified {res.filename} through {MIRROR_ENV_VAR}."
+                ) from None
+            if info.file_size > limit:
+                raise ChecksumError(too_large)
+            with zf.open(info) as source, open(out, "wb") as target:
+                written = 0  # counted as it streams: a header can lie about the size
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise ChecksumError(too_large)
+                    target.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as err:
+        raise ChecksumError(
+            f"{what} is not a readable zip archive ({err}); nothing was kept. Try again "
+            f"later, or provide a verified {res.filename} through {MIRROR_ENV_VAR}."
+        ) from None
+    return out
 
 
 # tiktoken caches each file under the sha1 of the URL it downloads it from.
@@ -243,16 +299,16 @@ def seed_tiktoken_cache(target: Path | None = None) -> Path:
 
     Copies the two GPT-2 BPE files (found with ``fetch``: cache, mirror or download)
     into a tiktoken cache folder under the names tiktoken looks for, and points
-    ``TIKTOKEN_CACHE_DIR`` at it for this process and the processes it starts.
-    Online users never need this: tiktoken downloads the files itself.
+    ``TIKTOKEN_CACHE_DIR`` at it for this process and the processes it starts. The
+    variable is set only once both files are in place and verified. Online users never
+    need this: tiktoken downloads the files itself.
     """
     target = Path(target) if target is not None else cache_dir() / "tiktoken"
-    target.mkdir(parents=True, exist_ok=True)
+    sources = {name: fetch(name, progress=False) for name in _TIKTOKEN_CACHE_KEYS}
     for name, key in _TIKTOKEN_CACHE_KEYS.items():
         dest = target / key
-        source = fetch(name, progress=False)
-        if not dest.exists() or sha256_file(dest) != RESOURCES[name].sha256:
-            write_atomically(dest, source.read_bytes())
+        if not dest.is_file() or sha256_file(dest) != RESOURCES[name].sha256:
+            write_atomically(dest, sources[name].read_bytes())
     os.environ[TIKTOKEN_CACHE_ENV_VAR] = str(target)
     return target
 
@@ -262,22 +318,99 @@ def use_mirror_for_tiktoken() -> Path | None:
 
     Runs when ``shared`` is imported, so ``tiktoken.get_encoding("gpt2")`` works offline in
     any notebook that imports the course. Does nothing without a mirror (online users) or
-    when ``TIKTOKEN_CACHE_DIR`` is already set. Returns the cache folder it set, if any.
+    when ``TIKTOKEN_CACHE_DIR`` is already set. Never fails: when seeding goes wrong it
+    warns and leaves ``TIKTOKEN_CACHE_DIR`` unset (``gpt2_tokenizer()`` then reports the
+    problem in full). Returns the cache folder it set, if any.
     """
     if mirror_dir() is None or TIKTOKEN_CACHE_ENV_VAR in os.environ:
         return None
     try:
         return seed_tiktoken_cache()
-    except ResourceError as err:
+    except (ResourceError, OSError) as err:
         import warnings
 
+        os.environ.pop(TIKTOKEN_CACHE_ENV_VAR, None)  # never point tiktoken at a half-seeded cache
         warnings.warn(f"could not seed tiktoken's cache from the mirror: {err}", stacklevel=2)
-        return None  # tiktoken will try to download the files itself
+        return None
+
+
+def _tiktoken_cache_folder() -> Path:
+    # Where tiktoken keeps its downloads (the same rule as tiktoken.load.read_file_cached).
+    for variable in (TIKTOKEN_CACHE_ENV_VAR, "DATA_GYM_CACHE_DIR"):
+        if variable in os.environ:
+            return Path(os.environ[variable])
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def _check_tiktoken_cache(folder: Path) -> None:
+    """Verify the GPT-2 files in tiktoken's cache ``folder``; repair or add them when possible.
+
+    A damaged file is replaced with a verified copy (``fetch``: course cache, mirror or
+    download), or reported as a ``ChecksumError`` naming it. A missing file is added from
+    the mirror when one is set (errors propagate); otherwise tiktoken downloads it.
+    """
+    for name, key in _TIKTOKEN_CACHE_KEYS.items():
+        res, path = RESOURCES[name], folder / key
+        exists = path.exists()
+        if exists and sha256_file(path) == res.sha256:
+            continue
+        if not exists and mirror_dir() is None:
+            continue
+        try:
+            source = fetch(name, progress=False)
+        except ResourceError as err:
+            if not exists:
+                raise
+            reason = (
+                str(err)
+                if isinstance(err, ChecksumError)
+                else "none in the course cache or a mirror, and the download failed"
+            )
+            raise ChecksumError(
+                f"{path} (tiktoken's cached {res.filename}, in {TIKTOKEN_CACHE_ENV_VAR}={folder}) is "
+                f"damaged: its sha256 is not {res.sha256}, and no verified copy could be had to "
+                f"repair it ({reason}). Delete the file and run again online, or set "
+                f"{MIRROR_ENV_VAR} to a folder holding a verified {res.filename}."
+            ) from err
+        write_atomically(path, source.read_bytes())
+
+
+_GPT2_ENCODING = None  # the encoding, once loaded (tiktoken keeps it too)
 
 
 def gpt2_tokenizer():
-    """``tiktoken``'s GPT-2 encoding, seeded from the mirror when one is configured."""
+    """``tiktoken``'s GPT-2 encoding: the course's one way to get the GPT-2 tokenizer.
+
+    With a mirror (``GPT_COURSE_DATA_MIRROR``) it seeds tiktoken's cache from it first
+    (errors propagate as ``ResourceError``). Files already in ``TIKTOKEN_CACHE_DIR`` are
+    checked against their pinned sha256: a damaged one is repaired from a verified copy or
+    reported as a ``ChecksumError``. When tiktoken still cannot load the encoding (no
+    network), it raises ``ResourceUnavailableError`` saying how to work offline.
+    """
+    global _GPT2_ENCODING
+    if _GPT2_ENCODING is not None:
+        return _GPT2_ENCODING
     import tiktoken
 
-    use_mirror_for_tiktoken()
-    return tiktoken.get_encoding("gpt2")
+    configured = os.environ.get(TIKTOKEN_CACHE_ENV_VAR)
+    if configured:
+        _check_tiktoken_cache(Path(configured))
+    elif configured is None and mirror_dir() is not None:
+        seed_tiktoken_cache()  # strict: a mirror that cannot serve the files is an error
+    # (TIKTOKEN_CACHE_DIR="" turns tiktoken's cache off: then it always downloads.)
+    try:
+        encoding = tiktoken.get_encoding("gpt2")
+    except Exception as err:  # network errors come from requests or urllib3: catch them all
+        cache = _tiktoken_cache_folder()
+        keys = " and ".join(
+            f"{k} ({RESOURCES[n].filename})" for n, k in _TIKTOKEN_CACHE_KEYS.items()
+        )
+        raise ResourceUnavailableError(
+            f"tiktoken could not load the GPT-2 encoding ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}): it needs "
+            f"encoder.json and vocab.bpe, which are not in its cache {cache} and could not be "
+            f"downloaded. To work offline, set {MIRROR_ENV_VAR} to a folder holding both files "
+            f"(the course copies them into tiktoken's cache), or copy them into {cache} as {keys}."
+        ) from err
+    _GPT2_ENCODING = encoding
+    return encoding

@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import io
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,16 +13,22 @@ from pathlib import Path
 
 import pytest
 
+import shared.resources as resources
 from shared.resources import (
     MIRROR_ENV_VAR,
     RESOURCES,
     ChecksumError,
     Resource,
+    ResourceError,
     ResourceUnavailableError,
     fetch,
+    gpt2_tokenizer,
+    use_mirror_for_tiktoken,
 )
 
 PAYLOAD = b"It was the verdict of the jury.\n" * 100
+# the offline mirror the tests run with, read before any fixture unsets the variable
+REAL_MIRROR = os.environ.get(MIRROR_ENV_VAR)
 
 
 @pytest.fixture
@@ -110,11 +117,12 @@ def test_zip_member_is_extracted_and_verified(env, http_server):
         zf.writestr("readme.txt", "hello")
         zf.writestr("story.txt", PAYLOAD)
     files["/data.zip"] = buffer.getvalue()
-    path = fetch(resource([f"{base}/data.zip"], archive_member="story.txt"), progress=False)
+    member = dict(archive_member="story.txt", max_bytes=len(PAYLOAD) + 100)
+    path = fetch(resource([f"{base}/data.zip"], **member), progress=False)
     assert path.read_bytes() == PAYLOAD
     assert leftovers(env) == ["story.txt"]
 
-    wrong = resource([f"{base}/data.zip"], payload=b"other", archive_member="story.txt")
+    wrong = resource([f"{base}/data.zip"], payload=b"other", **member)
     (env / "story.txt").unlink()
     with pytest.raises(ChecksumError, match="inside the archive"):
         fetch(wrong, progress=False)
@@ -192,3 +200,221 @@ def test_tiktoken_works_offline_from_the_mirror(tmp_path):
         "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
         "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
     ]
+
+
+# --- fault tests: the zip archive is extracted with a size limit ------------------------
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """``pooch.retrieve`` copying local files instead of downloading: url -> local path."""
+    import pooch
+
+    files: dict[str, Path] = {}
+
+    def fake_retrieve(url, known_hash, fname=None, path=None, processor=None, **kw):
+        if url not in files:
+            raise ConnectionError(f"no route to {url}")
+        dest = Path(path) / fname
+        shutil.copyfile(files[url], dest)
+        return processor(str(dest), "download", None) if processor else str(dest)
+
+    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
+    return files
+
+
+def zip_file(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+ARCHIVE_URL = "https://example.invalid/data.zip"
+IN_ARCHIVE = dict(archive_member="story.txt", max_bytes=len(PAYLOAD) + 100)
+
+
+def test_archive_member_larger_than_max_bytes_is_refused_before_extraction(env, tmp_path, served):
+    # 50 MB of zeros compress to about 50 kB: a small zip bomb
+    served[ARCHIVE_URL] = zip_file(tmp_path / "bomb.zip", {"story.txt": bytes(50_000_000)})
+    with pytest.raises(
+        ChecksumError, match=r"story\.txt in the archive .* is larger than the 3,300 bytes"
+    ):
+        fetch(resource([ARCHIVE_URL], **IN_ARCHIVE), progress=False)
+    assert leftovers(env) == []
+
+
+def test_archive_member_with_a_lying_size_header_is_cut_off(env, tmp_path, served):
+    # the headers say 10 bytes; the compressed stream holds 50 MB
+    archive = zip_file(tmp_path / "liar.zip", {"story.txt": bytes(50_000_000)})
+    data = bytearray(archive.read_bytes())
+    info = zipfile.ZipFile(archive).getinfo("story.txt")
+    real = info.file_size.to_bytes(4, "little")
+    for at in (info.header_offset + 22, data.rindex(b"PK\x01\x02") + 24):  # local, central
+        assert data[at : at + 4] == real
+        data[at : at + 4] = (10).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    served[ARCHIVE_URL] = archive
+    with pytest.raises(ChecksumError, match="not a readable zip archive|larger than"):
+        fetch(resource([ARCHIVE_URL], **IN_ARCHIVE), progress=False)
+    assert leftovers(env) == []
+
+
+def test_archive_without_the_member_is_refused(env, tmp_path, served):
+    served[ARCHIVE_URL] = zip_file(tmp_path / "other.zip", {"readme.txt": b"hello"})
+    with pytest.raises(
+        ChecksumError, match=r"has no member 'story\.txt' \(it holds: readme\.txt\)"
+    ):
+        fetch(resource([ARCHIVE_URL], **IN_ARCHIVE), progress=False)
+    assert leftovers(env) == []
+
+
+def test_download_that_is_not_a_zip_is_refused(env, tmp_path, served):
+    page = tmp_path / "page.html"
+    page.write_bytes(b"<html>Service unavailable</html>")
+    served[ARCHIVE_URL] = page
+    with pytest.raises(ChecksumError, match="not a readable zip archive"):
+        fetch(resource([ARCHIVE_URL], **IN_ARCHIVE), progress=False)
+    assert leftovers(env) == []
+
+
+def test_sms_archive_is_bounded_a_little_above_the_real_file(env, tmp_path, served):
+    sms = RESOURCES["sms-spam"]
+    with pytest.raises(ValueError, match="needs max_bytes"):
+        Resource("x", "x", sms.sha256, sms.urls, "x", archive_member="x")
+    if not REAL_MIRROR:
+        pytest.skip(f"{MIRROR_ENV_VAR} is not set")
+    real = (Path(REAL_MIRROR) / sms.filename).read_bytes()
+    assert len(real) <= sms.max_bytes <= 1.1 * len(real)
+    # the real file comes through the bounded extraction (no mirror here: it is "downloaded")
+    served[sms.urls[0]] = zip_file(tmp_path / "sms.zip", {sms.archive_member: real})
+    assert fetch("sms-spam", progress=False).read_bytes() == real
+    assert leftovers(env) == [sms.filename]
+
+
+# --- fault tests: gpt2_tokenizer() is the robust way to tiktoken's GPT-2 encoding -------
+
+VOCAB_KEY, ENCODER_KEY = (
+    "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
+    "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
+)
+HELLO_WORLD = [15496, 11, 995]
+
+
+@pytest.fixture
+def offline_tiktoken(env, tmp_path, monkeypatch):
+    """No network for tiktoken or fetch, no tiktoken cache, nothing loaded yet.
+
+    Returns a function that makes a mirror folder holding the named BPE files.
+    """
+    import tiktoken.load
+    import tiktoken.registry
+
+    if not REAL_MIRROR or not (Path(REAL_MIRROR) / "vocab.bpe").is_file():
+        pytest.skip(f"{MIRROR_ENV_VAR} with the GPT-2 BPE files is not set")
+    for variable in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(resources, "_GPT2_ENCODING", None, raising=False)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    read_file = tiktoken.load.read_file
+
+    def no_network(blobpath):
+        if "://" in blobpath:
+            raise ConnectionError(f"Max retries exceeded with url: {blobpath}")
+        return read_file(blobpath)
+
+    def no_download(res, url, *args, **kwargs):
+        raise ConnectionError(f"no network: {url}")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    monkeypatch.setattr(resources, "_download", no_download)
+
+    def make_mirror(*names: str) -> Path:
+        mirror = tmp_path / "mirror"
+        mirror.mkdir(exist_ok=True)
+        for name in names:
+            shutil.copyfile(Path(REAL_MIRROR) / name, mirror / name)
+        monkeypatch.setenv(MIRROR_ENV_VAR, str(mirror))
+        return mirror
+
+    return make_mirror
+
+
+def test_gpt2_tokenizer_seeds_tiktoken_from_the_mirror_and_keeps_the_encoding(
+    env, offline_tiktoken
+):
+    offline_tiktoken("encoder.json", "vocab.bpe")
+    tokenizer = gpt2_tokenizer()
+    assert tokenizer.encode("Hello, world") == HELLO_WORLD
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(env / "tiktoken")
+    assert gpt2_tokenizer() is tokenizer
+
+
+def test_gpt2_tokenizer_with_a_mirror_lacking_a_file_raises_resource_error(env, offline_tiktoken):
+    offline_tiktoken("encoder.json")  # vocab.bpe is missing from the mirror
+    with pytest.raises(ResourceError, match=r"vocab\.bpe"):
+        gpt2_tokenizer()
+    assert "TIKTOKEN_CACHE_DIR" not in os.environ  # never pointed at a half-seeded cache
+
+
+def test_gpt2_tokenizer_repairs_a_damaged_exported_cache_from_the_mirror(
+    tmp_path, offline_tiktoken, monkeypatch
+):
+    offline_tiktoken("encoder.json", "vocab.bpe")
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    shutil.copyfile(tmp_path / "mirror" / "encoder.json", cache / ENCODER_KEY)
+    (cache / VOCAB_KEY).write_bytes(b"#version: 0.2\nhalf a fi")  # an interrupted download
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    assert gpt2_tokenizer().encode("Hello, world") == HELLO_WORLD
+    assert resources.sha256_file(cache / VOCAB_KEY) == RESOURCES["gpt2-vocab-bpe"].sha256
+
+
+def test_gpt2_tokenizer_names_a_damaged_cached_file_it_cannot_repair(
+    tmp_path, offline_tiktoken, monkeypatch
+):
+    offline_tiktoken()
+    monkeypatch.delenv(MIRROR_ENV_VAR)
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    (cache / VOCAB_KEY).write_bytes(b"<html>404</html>")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    with pytest.raises(ChecksumError) as excinfo:
+        gpt2_tokenizer()
+    message = str(excinfo.value)
+    for expected in [str(cache / VOCAB_KEY), "vocab.bpe", "damaged", MIRROR_ENV_VAR]:
+        assert expected in message
+    assert "\n" not in message
+
+
+def test_gpt2_tokenizer_without_network_or_copies_says_what_to_do(
+    tmp_path, offline_tiktoken, monkeypatch
+):
+    offline_tiktoken()
+    monkeypatch.delenv(MIRROR_ENV_VAR)
+    cache = tmp_path / "empty-tiktoken-cache"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    with pytest.raises(ResourceUnavailableError) as excinfo:
+        gpt2_tokenizer()
+    message = str(excinfo.value)
+    for expected in ["encoder.json", "vocab.bpe", MIRROR_ENV_VAR, str(cache), VOCAB_KEY]:
+        assert expected in message
+
+
+def test_use_mirror_for_tiktoken_warns_and_never_leaves_a_half_seeded_cache(
+    env, offline_tiktoken, monkeypatch
+):
+    offline_tiktoken("encoder.json", "vocab.bpe")
+    real_write = resources.write_atomically
+    written = []
+
+    def disk_full_after_one_file(path, data):
+        if written:
+            raise OSError(28, "No space left on device", str(path))
+        written.append(path)
+        return real_write(path, data)
+
+    monkeypatch.setattr(resources, "write_atomically", disk_full_after_one_file)
+    with pytest.warns(UserWarning, match="No space left on device"):
+        assert use_mirror_for_tiktoken() is None  # at `import shared`: warn, do not fail
+    assert len(written) == 1 and "TIKTOKEN_CACHE_DIR" not in os.environ
