@@ -9,8 +9,11 @@ of the reply; this module only carries the request there and back, with the offi
 - ``query_ollama(prompt, model, url)`` sends one user message and returns the reply text.
 
 The ``ollama`` package is optional (the rest of the course runs without it), so it is
-imported inside the functions. Every request has a timeout, and every way it can fail
-becomes one of two errors whose message says what to do:
+imported inside the functions. Every request has a timeout and goes only to the server
+named: ``url`` must be an http:// or https:// address (anything else is a ValueError before
+any request), and a redirect is an error, never followed (the ``ollama`` client, through
+httpx, would follow it to any host). Every way a request can fail becomes one of two errors
+whose message says what to do:
 
 - ``JudgeUnavailableError``: no judge to ask (package missing, no server, the model not
   downloaded, no answer in time);
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +79,36 @@ def _check_timeout(timeout: float) -> None:
         )
 
 
+def _check_url(url: str) -> None:
+    # Only an http(s) address with a host: the ollama client would otherwise take a file:// or
+    # ftp:// URL, or fall back to $OLLAMA_HOST when url is empty, and send the request elsewhere.
+    expected = f"expected the address of an Ollama server, such as {OLLAMA_URL}"
+    if not isinstance(url, str):
+        raise ValueError(f"the judge's url must be a string, got {type(url).__name__}; {expected}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise ValueError(f"{url!r} is not a valid address ({err}); {expected}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http:// or https:// address; {expected}")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host; {expected}")
+
+
+def _refuse_redirects(response) -> None:
+    # httpx calls this with every response, before the client reads it. A redirect could send
+    # the request, and the grade it returns, to another server than the one configured.
+    if 300 <= response.status_code < 400:
+        target = response.headers.get("location")
+        where = f" to {target}" if target else ""
+        raise JudgeUnavailableError(
+            f"the server at {response.request.url} answered with a redirect (HTTP "
+            f"{response.status_code}{where}); the judge follows no redirects, so that grades "
+            "come only from the server you named: pass the Ollama server's own address"
+        )
+
+
 def _reason(err: BaseException) -> str:
     # The client replaces a refused connection by a generic ConnectionError; the original
     # error (e.g. "[Errno 111] Connection refused") is its context.
@@ -99,15 +133,21 @@ def _ask(url: str, model: str, timeout: float, path: str, what: str, request: Ca
     ``path`` (the API endpoint) and ``what`` (what its reply should be) are for the messages.
     """
     _check_timeout(timeout)
+    _check_url(url)
     ollama = _import_ollama(url, model)
     import httpx  # installed with ollama, which makes its requests with it
 
     try:
-        client = ollama.Client(host=url, timeout=timeout)
+        client = ollama.Client(
+            host=url,
+            timeout=timeout,
+            follow_redirects=False,  # the ollama client's default is True
+            event_hooks={"response": [_refuse_redirects]},
+        )
     except (ValueError, httpx.InvalidURL) as err:
-        raise JudgeUnavailableError(
-            f"{url!r} is not an address of an Ollama server ({_reason(err)}); expected one "
-            f"such as {OLLAMA_URL}"
+        raise ValueError(
+            f"{url!r} is not a valid address ({_reason(err)}); expected the address of an "
+            f"Ollama server, such as {OLLAMA_URL}"
         ) from None
     try:
         with client:
@@ -148,7 +188,11 @@ def _ask(url: str, model: str, timeout: float, path: str, what: str, request: Ca
 def ollama_status(
     url: str = OLLAMA_URL, model: str = OLLAMA_MODEL, timeout: float = 2.0
 ) -> tuple[bool, str]:
-    """(ready, explanation): is an Ollama server reachable at ``url`` with ``model`` pulled?"""
+    """(ready, explanation): is an Ollama server reachable at ``url`` with ``model`` pulled?
+
+    A redirect counts as no server (not ready). Raises ValueError when ``url`` is not an
+    http(s) address: that is a mistake to fix, not a judge that is missing.
+    """
     try:
         listing = _ask(
             url, model, timeout, "/api/tags", "Ollama's model list", lambda client: client.list()
@@ -179,8 +223,9 @@ def query_ollama(
     """Send one user message to Ollama's chat API (/api/chat) and return the reply text.
 
     Waits at most ``timeout`` seconds for each step of the request (connecting, sending,
-    each read of the reply). Raises JudgeUnavailableError when there is no judge to ask and
-    JudgeReplyError when the reply is not Ollama's.
+    each read of the reply). Raises JudgeUnavailableError when there is no judge to ask (a
+    redirect included), JudgeReplyError when the reply is not Ollama's, and ValueError when
+    ``url`` is not an http(s) address or ``timeout`` is not a finite number of seconds.
     """
 
     def chat(client):

@@ -76,9 +76,39 @@ class _FakeOllama(http.server.BaseHTTPRequestHandler):
             )
 
 
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a redirect (status ``server.status``) to ``server.target``."""
+
+    def log_message(self, *args):
+        pass
+
+    def _redirect(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(self.server.status)
+        self.send_header("Location", self.server.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _redirect
+
+
 class _QuietServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):  # the timeout test hangs up on purpose
         pass
+
+
+@contextmanager
+def _serving(server):
+    """Serve ``server`` from a thread; ``.url`` is its address. Shut down on leaving."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager
@@ -89,15 +119,20 @@ def running_fake_ollama():
     """
     server = _QuietServer(("127.0.0.1", 0), _FakeOllama)
     server.mode, server.requests, server.release = "ok", [], threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _serving(server):
+        try:
+            yield server
+        finally:
+            server.release.set()  # let a request held by a "slow" reply finish first
+
+
+@contextmanager
+def running_redirect(target: str, status: int = 307):
+    """A server on a free port of 127.0.0.1 that redirects every request to ``target``."""
+    server = _QuietServer(("127.0.0.1", 0), _Redirect)
+    server.status, server.target = status, target
+    with _serving(server):
         yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 def closed_port_url():
@@ -190,11 +225,6 @@ def test_refused_connection_explains_how_to_start_ollama():
         query_ollama("grade this", url=url, timeout=1)
 
 
-def test_a_malformed_address_is_named():
-    with pytest.raises(JudgeUnavailableError, match=r"'http://\[::1' is not an address"):
-        query_ollama("grade this", url="http://[::1", timeout=1)
-
-
 def test_a_server_that_does_not_speak_http_is_not_ollama():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -223,3 +253,68 @@ def test_without_the_ollama_package_the_judge_is_unavailable(monkeypatch):
         query_ollama("grade this", url=closed_port_url(), timeout=1)
     ready, message = ollama_status(closed_port_url(), timeout=1)
     assert not ready and "pip install ollama" in message
+
+
+# --- only the server named: no redirects, only http(s) addresses ----------------------------
+# The ollama client follows redirects by default (to any host) and passes any URL on to
+# httpx; a grade must come from the server the learner named, or not at all.
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_server_is_refused_not_followed(fake_ollama, status):
+    # fake_ollama, on another port, would answer every request with a valid grade
+    with running_redirect(fake_ollama.url, status) as redirect:
+        start = time.perf_counter()
+        with pytest.raises(JudgeUnavailableError, match=rf"redirect \(HTTP {status} to http"):
+            query_ollama("grade this", url=redirect.url, timeout=5)
+        ready, message = ollama_status(redirect.url, timeout=2)
+        assert time.perf_counter() - start < 10  # bounded: no redirect loop, no waiting
+    assert not ready and "follows no redirects" in message
+    assert fake_ollama.requests == []  # the other server was never asked for a grade
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "file://127.0.0.1/etc/passwd",
+        "ftp://127.0.0.1:21/",
+        "ws://127.0.0.1:11434",
+        "localhost:11434",  # no scheme
+        "",  # the ollama client would fall back to $OLLAMA_HOST
+    ],
+)
+def test_only_http_and_https_addresses_are_accepted(url, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", closed_port_url())
+    expected = r"is not an http:// or https:// address; expected .* http://localhost:11434"
+    with pytest.raises(ValueError, match=expected):
+        query_ollama("grade this", url=url, timeout=1)
+    with pytest.raises(ValueError, match=expected):  # a mistake to fix, not "no judge"
+        ollama_status(url, timeout=1)
+
+
+@pytest.mark.parametrize(
+    "url,match",
+    [
+        ("http://[::1", r"'http://\[::1' is not a valid address"),
+        ("http://127.0.0.1:port", r"'http://127.0.0.1:port' is not a valid address"),
+        ("http://", r"'http://' names no host"),
+        ("https:///api", r"'https:///api' names no host"),
+    ],
+)
+def test_a_malformed_address_is_named(url, match):
+    with pytest.raises(ValueError, match=match):
+        query_ollama("grade this", url=url, timeout=1)
+
+
+def test_a_wrong_address_is_refused_before_any_request(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ollama", None)  # the check does not even need the client
+    with pytest.raises(ValueError, match="is not an http:// or https:// address"):
+        query_ollama("grade this", url="file:///etc/passwd", timeout=1)
+
+
+def test_http_and_https_addresses_reach_the_server():
+    url = closed_port_url()
+    for address in (url, url.replace("http://", "https://"), url.upper()):
+        with pytest.raises(JudgeUnavailableError, match="no answer from an Ollama server"):
+            query_ollama("grade this", url=address, timeout=1)
