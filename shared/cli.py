@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 __all__ = [
     "CLIHelpFormatter",
     "add_decoding_options",
     "add_device_option",
+    "add_gpt2_option",
     "add_seed_option",
     "add_speed_options",
     "add_subcommand",
@@ -24,7 +26,10 @@ __all__ = [
     "error_message",
     "fraction",
     "make_parser",
+    "non_empty_text",
+    "override_optimizer",
     "positive_int",
+    "read_text_file",
     "run_command",
     "speed_settings",
 ]
@@ -48,6 +53,42 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
     return value
+
+
+def non_empty_text(text: str) -> str:
+    """An argparse type: text with at least one non-blank character (a prompt)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty: give some text to start from")
+    return text
+
+
+def read_text_file(path) -> str:
+    """The UTF-8 text of a file a user passed, or a ValueError naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {err.start} cannot be decoded); "
+            "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; pass a text file") from None
+
+
+def override_optimizer(optimizer, **values) -> None:
+    """Apply the hyperparameters a user passed again with ``--resume`` (None = keep the saved).
+
+    A resumed optimizer carries its saved values (e.g. ``lr``); a new value given on the
+    command line wins, and a line says so, so ``--resume --lr X`` never trains silently at
+    the old rate.
+    """
+    for key, value in values.items():
+        saved = optimizer.param_groups[0][key]
+        if value is not None and value != saved:
+            print(f"{key}: {value:g} from now on (the checkpoint used {saved:g})")
+            for group in optimizer.param_groups:
+                group[key] = value
 
 
 def fraction(text: str) -> float:
@@ -81,6 +122,20 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", help="cpu, cuda, cuda:1 or mps; unset: the best available (CPU in test mode)"
     )
+
+
+def add_gpt2_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--gpt2 SIZE|FOLDER`` (also spelled ``--size``): the GPT-2 weights to start from.
+
+    A size name (124M, 355M, 774M, 1558M) is downloaded from the Hugging Face Hub, or is
+    the small stand-in in test mode; a folder holding ``model.safetensors`` and
+    ``config.json`` is read from disk (see ``shared.weights.gpt2_checkpoint``).
+    """
+    parser.add_argument(
+        "--gpt2", "--size", dest="gpt2", metavar="SIZE|FOLDER", default=default,
+        help="GPT-2 to start from: 124M, 355M, 774M or 1558M (test mode: the small stand-in), "
+        "or a folder with model.safetensors and config.json",
+    )  # fmt: skip
 
 
 def add_seed_option(parser: argparse.ArgumentParser, help: str = "random seed") -> None:

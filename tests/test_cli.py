@@ -9,11 +9,15 @@ from safetensors.torch import save_file
 from shared.cli import (
     add_decoding_options,
     add_device_option,
+    add_gpt2_option,
     add_seed_option,
     add_speed_options,
     add_subcommand,
     error_message,
     make_parser,
+    non_empty_text,
+    override_optimizer,
+    read_text_file,
     run_command,
 )
 from shared.io import read_json
@@ -126,3 +130,44 @@ def test_ctrl_c_exits_with_130(capsys):
 
 def test_a_successful_command_returns_its_status():
     assert run_command(_parser(), {"go": lambda args: json.dumps({}) and 0}, ["go"]) == 0
+
+
+# --- bad input named by what it is (fault tests) ---
+
+
+def test_non_empty_text_refuses_a_blank_prompt():
+    import argparse
+
+    assert non_empty_text("Hi") == "Hi"
+    with pytest.raises(argparse.ArgumentTypeError, match="must not be empty"):
+        non_empty_text(" \n ")
+
+
+def test_read_text_file_names_a_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "ok.txt").write_text("naïve", encoding="utf-8")
+    assert read_text_file(tmp_path / "ok.txt") == "naïve"
+    (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.txt is not UTF-8 text \(byte 3"):
+        read_text_file(tmp_path / "latin.txt")
+    with pytest.raises(ValueError, match="is a folder"):
+        read_text_file(tmp_path)
+
+
+def test_override_optimizer_applies_new_values_and_says_so(capsys):
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.AdamW(
+        [{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.0}], lr=4e-4
+    )
+    override_optimizer(optimizer, lr=None)  # nothing passed: the saved value stays
+    assert [g["lr"] for g in optimizer.param_groups] == [4e-4, 4e-4]
+    override_optimizer(optimizer, lr=1e-3)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-3]
+    assert "lr: 0.001 from now on (the checkpoint used 0.0004)" in capsys.readouterr().out
+
+
+def test_gpt2_option_takes_a_size_or_a_folder_and_keeps_the_old_spelling():
+    parser, sub = make_parser("demo", "A demo.")
+    add_gpt2_option(add_subcommand(sub, "go", "do it"), default="124M")
+    assert parser.parse_args(["go"]).gpt2 == "124M"
+    assert parser.parse_args(["go", "--gpt2", "weights/gpt2"]).gpt2 == "weights/gpt2"
+    assert parser.parse_args(["go", "--size", "355M"]).gpt2 == "355M"  # the name before --gpt2
