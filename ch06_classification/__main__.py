@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import shared.cli as cli
-from shared.io import read_json
+from shared.io import check_output_folder, read_json
 from shared.resources import fetch, gpt2_tokenizer
 from shared.settings import get_settings
 from shared.weights import gpt2_checkpoint
 
 SPLITS = ("train", "validation", "test")
-SIZES = ("124M", "355M", "774M", "1558M")
 TRAINABLE = ("last-block", "all", "lora")  # lora.TRAINABLE_PARTS (importing lora loads torch)
 
 
@@ -36,7 +35,7 @@ def build_parser():
     # fmt: off
     tune = cli.add_subcommand(sub, "finetune", "fine-tune GPT-2 on the balanced SMS spam training split and save the classifier")
     tune.add_argument("--out", type=Path, required=True, help="folder to write the classifier to")
-    tune.add_argument("--size", default="124M", choices=SIZES, help="GPT-2 size to start from (test mode: the small stand-in)")
+    cli.add_gpt2_option(tune, default="124M")
     tune.add_argument("--trainable", default="last-block", choices=TRAINABLE, help="which weights to train: the last block with the final norm and the new head, all weights, or LoRA layers")
     tune.add_argument("--rank", type=cli.positive_int, default=16, help="LoRA rank")
     tune.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; the update is scaled by alpha/rank")
@@ -87,12 +86,15 @@ def _finetune(args) -> int:
     default_lr = s.classify_lora_lr if args.trainable == "lora" else s.classify_lr
     lr = default_lr if args.lr is None else args.lr
     device = get_device(args.device)
-    checkpoint = gpt2_checkpoint(args.size)
+    # the small inputs first: a bad --out or bad data is refused before GPT-2 is downloaded
+    check_output_folder(args.out)
+    frames = classification.prepare_spam_splits(fetch("sms-spam"), seed=args.seed)
+    tokenizer = gpt2_tokenizer()
+    checkpoint = gpt2_checkpoint(args.gpt2)
     print(checkpoint.description, file=sys.stderr)
     config = gpt2_config_from_hf(read_json(checkpoint.folder / "config.json", "GPT-2 config"))
-    frames = classification.prepare_spam_splits(fetch("sms-spam"), seed=args.seed)
     train_loader, val_loader, test_loader = classification.create_spam_dataloaders(
-        *frames, gpt2_tokenizer(), batch_size=args.batch_size,
+        *frames, tokenizer, batch_size=args.batch_size,
         context_length=config["context_length"], limits=args.limit, seed=args.seed,
     )  # fmt: skip
 
@@ -118,7 +120,7 @@ def _finetune(args) -> int:
 
     with_lora = args.trainable == "lora"
     metadata = dict(
-        gpt2=checkpoint.label, size=args.size, trainable=args.trainable,
+        gpt2=checkpoint.label, size=args.gpt2, trainable=args.trainable,
         rank=args.rank if with_lora else None, alpha=args.alpha if with_lora else None,
         epochs=args.epochs, lr=lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
         seed=args.seed, limits=args.limit, minutes=round(minutes, 2), accuracy=accuracy,

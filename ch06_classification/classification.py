@@ -6,7 +6,6 @@
 Exported from the cells of ch06_classification/ch06.ipynb marked '#| export'.
 """
 
-import csv
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,26 +48,39 @@ SPAM_CLASS_NAMES = ("not spam", "spam")
 def load_sms_spam(path) -> pd.DataFrame:
     """Read the SMS Spam Collection (one message per line: label, tab, text).
 
-    Returns a DataFrame with the columns ``Label`` ("ham" or "spam") and ``Text``. Quote
-    characters are read as ordinary text: some messages start with a quotation mark, and
-    treating it as CSV quoting would glue several messages together.
+    Returns a DataFrame with the columns ``Label`` ("ham" or "spam") and ``Text``. Each
+    line is split at its first tab, so quote characters (and any later tab) are ordinary
+    text. Empty lines are skipped; any other line that is not a label, a tab and a text
+    raises ``ValueError`` naming its line number.
     """
-    frame = pd.read_csv(
-        path,
-        sep="\t",
-        header=None,
-        names=["Label", "Text"],
-        quoting=csv.QUOTE_NONE,  # a message may start with " without being quoted
-        dtype=str,
-        keep_default_na=False,  # a message reading "NA" is text, not a missing value
-    )
-    unknown = sorted(set(frame["Label"]) - set(SPAM_LABEL_IDS))
-    if unknown:
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as err:
         raise ValueError(
-            f"{path} has labels {unknown} besides 'ham' and 'spam'; is it the SMS Spam "
-            "Collection? Get a verified copy with shared.fetch('sms-spam')."
+            f"{path} is not UTF-8 text (byte {err.start} cannot be decoded), so it is not the "
+            "SMS Spam Collection; get a verified copy with shared.fetch('sms-spam')"
+        ) from None
+    rows, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        label, tab, text = line.partition("\t")
+        if tab and label in SPAM_LABEL_IDS:
+            rows.append((label, text))
+        elif line:  # an empty line (such as the one after the last newline) is skipped
+            bad.append(f"line {number} ({line[:30]!r})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(
+            f"{path}: {', '.join(bad[:3])}{more} should be 'ham' or 'spam', a tab and the "
+            "message; if it is meant to be the SMS Spam Collection, get a verified copy with "
+            "shared.fetch('sms-spam')"
         )
-    return frame
+    if not rows:
+        raise ValueError(
+            f"{path} holds no messages; get a verified copy of the SMS Spam Collection with "
+            "shared.fetch('sms-spam')"
+        )
+    return pd.DataFrame(rows, columns=["Label", "Text"])
 
 
 # -- ch06.ipynb, "Balancing and splitting" --

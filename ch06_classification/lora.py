@@ -10,13 +10,14 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ch04_gpt_model.gpt_model import GPTModel
 from ch06_classification import classification
 from ch06_classification.classification import freeze_all_but_last_block, replace_output_head
 from shared.io import atomic_folder, read_folder_metadata, write_json
+from shared.tensorfiles import check_tensors, read_tensors
 
 __all__ = [
     "LinearWithLoRA",
@@ -200,18 +201,58 @@ def save_classifier(
 
 
 # -- ch06.ipynb, "6.10 Saving and reloading a classifier" --
+_WRITTEN_BY = "save_classifier or 'python -m ch06_classification finetune'"
+
+
 def load_classifier(path, device="cpu") -> tuple[GPTModel, dict]:
     """Rebuild and load a classifier saved by ``save_classifier``; returns (model, metadata).
 
-    The model comes back in evaluation mode on ``device``.
+    The model comes back in evaluation mode on ``device``. A classifier.json without the
+    keys the model needs, or a model.safetensors that is damaged or does not fit the
+    model it describes, raises ``ValueError`` naming the file.
     """
-    path, meta = read_folder_metadata(
-        path, "classifier.json", "classifier",
-        "save_classifier or by 'python -m ch06_classification finetune'",
-    )  # fmt: skip
+    path, meta = read_folder_metadata(path, "classifier.json", "classifier", _WRITTEN_BY)
+    _check_classifier_metadata(meta, path / "classifier.json")
     model = GPTModel(meta["config"])
     replace_output_head(model, meta["num_classes"])
     if meta["lora"] is not None:
         replace_linear_with_lora(model, meta["lora"]["rank"], meta["lora"]["alpha"])
-    model.load_state_dict(load_file(path / "model.safetensors"))
+    weights_file = path / "model.safetensors"
+    remedy = f"save the classifier again with {_WRITTEN_BY}"
+    weights = read_tensors(weights_file, "classifier weights", remedy)
+    check_tensors(weights, model.state_dict(), weights_file, remedy)  # names and shapes
+    model.load_state_dict(weights)
     return model.to(device).eval(), meta
+
+
+# -- ch06.ipynb, "6.10 Saving and reloading a classifier" --
+# What classifier.json must hold to rebuild the model, and the type of each value.
+_CLASSIFIER_KEYS = {
+    "config": dict,
+    "num_classes": int,
+    "max_length": int,
+    "pad_token_id": int,
+    "lora": (dict, type(None)),
+}
+_CONFIG_KEYS = "vocab_size context_length emb_dim n_heads n_layers drop_rate qkv_bias".split()
+_NESTED_KEYS = {"config": _CONFIG_KEYS, "lora": ["rank", "alpha"]}
+
+
+def _check_classifier_metadata(meta, meta_file: Path) -> None:
+    # Raise if classifier.json lacks a key load_classifier needs, or holds the wrong type.
+    if not isinstance(meta, dict):
+        problems = [f"it holds a JSON {type(meta).__name__}, not an object"]
+    else:
+        problems = [f"no {key!r}" for key in _CLASSIFIER_KEYS if key not in meta]
+        for key, kind in _CLASSIFIER_KEYS.items():
+            if key in meta and not isinstance(meta[key], kind):
+                problems.append(f"{key!r} is a {type(meta[key]).__name__}")
+        for key, needed in _NESTED_KEYS.items():
+            if isinstance(meta.get(key), dict):
+                problems += [f"no {key}[{name!r}]" for name in needed if name not in meta[key]]
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError(
+            f"{meta_file} does not describe a classifier ({'; '.join(problems[:3])}{more}); "
+            f"save it again with {_WRITTEN_BY}"
+        )

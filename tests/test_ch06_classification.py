@@ -1,7 +1,9 @@
 """Chapter 6: data splits, padding, freezing, LoRA, training, classifying, saving, and the CLI."""
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,10 @@ import pandas as pd
 import pytest
 import tiktoken
 import torch
+from helpers import tiny_gpt_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -40,13 +44,13 @@ from ch06_classification.lora import (
     save_classifier,
 )
 from shared import fetch
+from shared.io import JSONFileError
+from shared.tensorfiles import TensorFileError
 
 TOKENIZER = tiktoken.get_encoding("gpt2")
 PAD = 50256
 # GPT-2's vocabulary and q/k/v biases, shrunk to 2 small blocks
-TINY = gpt2_config(
-    "124M", context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True
-)
+TINY = tiny_gpt_config(qkv_bias=True)
 
 
 def tiny_classifier(seed=0, trainable="last-block", **kwargs):
@@ -94,7 +98,7 @@ def test_splits_are_seeded():
 def test_load_sms_spam_rejects_unknown_labels(tmp_path):
     bad = tmp_path / "messages.tsv"
     bad.write_text("ham\thello\nmaybe\twhat is this\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"labels \['maybe'\]"):
+    with pytest.raises(ValueError, match=r"line 2 \('maybe\\twhat is this'\)"):
         load_sms_spam(bad)
 
 
@@ -417,8 +421,8 @@ def test_saving_stores_the_pad_token_and_replaces_a_classifier_only_when_complet
 # --- command line --------------------------------------------------------------------------------
 
 
-def _cli(*args, cache, stdin=None):
-    env = {**os.environ, "GPT_COURSE_MODE": "test", "GPT_COURSE_CACHE": str(cache)}
+def _cli(*args, cache, stdin=None, **env):
+    env = {**os.environ, "GPT_COURSE_MODE": "test", "GPT_COURSE_CACHE": str(cache), **env}
     return subprocess.run(
         [sys.executable, "-m", "ch06_classification", *args],
         env=env, input=stdin, capture_output=True, text=True, timeout=600,
@@ -530,3 +534,215 @@ def test_cli_user_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, monkeypatch
     monkeypatch.setitem(cli_main.COMMANDS, "classify", interrupted)
     assert cli_main.main(["classify", "--model", str(tmp_path), "hello"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+# --- fault tests: damaged inputs are refused with a message naming the file ---------------------
+
+
+def test_sms_reader_splits_each_line_at_its_first_tab(tmp_path):
+    # a first line with a second tab was read as an index column, then every label was "wrong"
+    data = tmp_path / "messages.tsv"
+    data.write_text('ham\tfirst\tsecond half\nspam\t"WIN" now\n', encoding="utf-8")
+    frame = load_sms_spam(data)
+    assert frame.values.tolist() == [["ham", "first\tsecond half"], ["spam", '"WIN" now']]
+    assert frame.index.tolist() == [0, 1]
+
+
+def test_sms_reader_names_the_lines_without_a_valid_label(tmp_path):
+    data = tmp_path / "messages.tsv"
+    lines = ["ham\tok", "maybe\twhat", "spam\tok", "no tab here", "", "HAM\tx", "x\ty", "ham\tok"]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")  # line 5 is empty: skipped
+    with pytest.raises(ValueError) as err:
+        load_sms_spam(data)
+    message = str(err.value)
+    assert message.startswith(f"{data}: line 2 ('maybe\\twhat'), line 4 ('no tab here'), line 6")
+    assert "and 1 more should be 'ham' or 'spam', a tab and the message" in message
+    assert "line 5" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n"])
+def test_sms_reader_refuses_a_file_without_messages(tmp_path, content):
+    data = tmp_path / "messages.tsv"
+    data.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(data))} holds no messages; get a"):
+        load_sms_spam(data)
+
+
+def test_sms_reader_refuses_a_file_that_is_not_utf8(tmp_path):
+    data = tmp_path / "messages.tsv"
+    data.write_bytes("ham\tcafé\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(data))} is not UTF-8 text \(byte 7"):
+        load_sms_spam(data)
+
+
+def test_sms_reader_reads_the_real_file_as_pandas_does_without_quoting():
+    path = fetch("sms-spam")
+    expected = pd.read_csv(
+        path, sep="\t", header=None, names=["Label", "Text"], quoting=csv.QUOTE_NONE,
+        dtype=str, keep_default_na=False,
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(load_sms_spam(path), expected)
+
+
+@pytest.fixture
+def saved_classifier(tmp_path):
+    folder = tmp_path / "clf"
+    save_classifier(folder, tiny_classifier(seed=7), config=TINY, max_length=12)
+    return folder
+
+
+def test_loading_a_truncated_foreign_or_missing_weights_file_names_it(saved_classifier):
+    weights_file = saved_classifier / "model.safetensors"
+    remedy = "save the classifier again with save_classifier or 'python -m ch06_classification"
+    data = weights_file.read_bytes()
+    for damaged in (data[: len(data) // 2], data[:5], b"not a safetensors file at all"):
+        weights_file.write_bytes(damaged)
+        with pytest.raises(TensorFileError) as err:
+            load_classifier(saved_classifier)
+        assert str(err.value).startswith(f"{weights_file} is not a readable safetensors file (")
+        assert f"the classifier weights are damaged or truncated; {remedy}" in str(err.value)
+    weights_file.unlink()
+    with pytest.raises(TensorFileError) as err:
+        load_classifier(saved_classifier)
+    assert str(err.value).startswith(
+        f"{weights_file} is missing: the classifier weights should be there; {remedy}"
+    )
+
+
+def test_loading_weights_with_a_missing_or_unknown_tensor_names_it(saved_classifier):
+    weights_file = saved_classifier / "model.safetensors"
+    weights = load_file(weights_file)
+    bias = weights.pop("out_head.bias")
+    save_file(weights, weights_file)
+    with pytest.raises(
+        TensorFileError,
+        match=r"model\.safetensors does not fit this model \(missing out_head\.bias\); save the",
+    ):
+        load_classifier(saved_classifier)
+    save_file({**weights, "out_head.bias": bias, "extra.weight": bias.clone()}, weights_file)
+    with pytest.raises(TensorFileError, match=r"\(unexpected extra\.weight\)"):
+        load_classifier(saved_classifier)
+
+
+def test_loading_weights_of_another_model_size_lists_the_first_mismatches(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    save_classifier(small, tiny_classifier(seed=1), config=TINY, max_length=12)
+    torch.manual_seed(2)
+    bigger = prepare_classifier(GPTModel({**TINY, "emb_dim": 64}))
+    save_classifier(large, bigger, config={**TINY, "emb_dim": 64}, max_length=12)
+    (small / "model.safetensors").write_bytes((large / "model.safetensors").read_bytes())
+    with pytest.raises(TensorFileError) as err:
+        load_classifier(small)
+    message = str(err.value)
+    assert message.startswith(
+        f"{small / 'model.safetensors'} does not fit this model (wrong shapes: tok_emb.weight "
+        "is (50257, 64), the model needs (50257, 32), pos_emb.weight is (32, 64)"
+    )
+    assert re.search(r" and \d+ more\); save the classifier again", message)
+    assert "\n" not in message
+
+
+def test_loading_broken_or_incomplete_metadata_names_classifier_json(saved_classifier):
+    meta_file = saved_classifier / "classifier.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta_file.write_text('{"config": ', encoding="utf-8")
+    with pytest.raises(JSONFileError, match=r"classifier\.json is not valid JSON"):
+        load_classifier(saved_classifier)
+    incomplete = {k: v for k, v in meta.items() if k != "num_classes"}
+    incomplete["config"] = {k: v for k, v in meta["config"].items() if k != "n_layers"}
+    for broken, problems in (
+        (incomplete, r"no 'num_classes'; no config\['n_layers'\]"),
+        ({**meta, "lora": "yes", "max_length": "12"}, r"'max_length' is a str; 'lora' is a str"),
+        ({**meta, "lora": {"rank": 2}}, r"no lora\['alpha'\]"),
+        ([meta], r"it holds a JSON list, not an object"),
+    ):
+        meta_file.write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(ValueError) as err:
+            load_classifier(saved_classifier)
+        assert re.fullmatch(
+            rf"{re.escape(str(meta_file))} does not describe a classifier \({problems}\); save "
+            r"it again with save_classifier or 'python -m ch06_classification finetune'",
+            str(err.value),
+        ), str(err.value)
+
+
+def test_cli_names_the_damaged_weights_file_in_one_line(saved_classifier):
+    from ch06_classification.__main__ import main
+
+    weights_file = saved_classifier / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:100])
+    with pytest.raises(SystemExit) as err:
+        main(["classify", "--model", str(saved_classifier), "--device", "cpu", "hello"])
+    message = str(err.value.code)
+    assert message.startswith(f"error: {weights_file} is not a readable safetensors file")
+    assert "\n" not in message
+
+
+@pytest.fixture
+def no_gpt2(monkeypatch):
+    # finetune must not reach for GPT-2's weights (a 500 MB download in full mode) before the
+    # small inputs are known to be good
+    from ch06_classification import __main__ as cli_main
+
+    def gpt2_checkpoint(size):
+        raise AssertionError("GPT-2 was fetched before the data and the --out folder were checked")
+
+    monkeypatch.setattr(cli_main, "gpt2_checkpoint", gpt2_checkpoint)
+    return cli_main
+
+
+def test_cli_finetune_reads_the_data_before_fetching_gpt2(tmp_path, monkeypatch, no_gpt2):
+    bad = tmp_path / "SMSSpamCollection"
+    bad.write_text("ham\tfine\nunknown\tlabel\n", encoding="utf-8")
+    real_fetch = no_gpt2.fetch
+    monkeypatch.setattr(
+        no_gpt2, "fetch", lambda name: bad if name == "sms-spam" else real_fetch(name)
+    )
+    with pytest.raises(SystemExit, match=rf"^error: {re.escape(str(bad))}: line 2 \('unknown"):
+        no_gpt2.main(["finetune", "--out", str(tmp_path / "clf"), "--device", "cpu"])
+
+
+def test_cli_finetune_refuses_a_foreign_out_folder_before_any_work(tmp_path, monkeypatch, no_gpt2):
+    def fetch(name):
+        raise AssertionError(f"{name} was fetched before the --out folder was checked")
+
+    monkeypatch.setattr(no_gpt2, "fetch", fetch)
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"^error: .*project already holds files the course"):
+        no_gpt2.main(["finetune", "--out", str(out), "--device", "cpu"])
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_cli_resource_errors_end_as_an_error_line_and_fetch_no_weights(tmp_path):
+    # a damaged mirror copy (ChecksumError, a ResourceError): one line, and the stand-in GPT-2
+    # was not written yet, because the data is fetched first
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    (mirror / "SMSSpamCollection").write_text("ham\tnot the real file\n", encoding="utf-8")
+    out = _cli("finetune", "--out", str(tmp_path / "clf"), "--device", "cpu", cache=cache,
+               GPT_COURSE_DATA_MIRROR=str(mirror))  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "does not match the pinned checksum of 'sms-spam'" in out.stderr
+    assert not (cache / "gpt2-standin").exists() and not (tmp_path / "clf").exists()
+
+
+def test_cli_no_copy_of_the_data_is_an_error_message_not_a_traceback(
+    tmp_path, monkeypatch, no_gpt2
+):
+    # offline with no copy anywhere: ResourceUnavailableError, whose message lists the ways out
+    import shared.resources
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setenv("GPT_COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPT_COURSE_DATA_MIRROR", str(tmp_path))  # holds no SMSSpamCollection
+    monkeypatch.setattr(shared.resources, "_download", offline)
+    with pytest.raises(SystemExit) as err:
+        no_gpt2.main(["finetune", "--out", str(tmp_path / "clf"), "--device", "cpu"])
+    message = str(err.value.code)
+    assert message.startswith("error: could not get SMSSpamCollection")
+    assert "network is unreachable" in message and "GPT_COURSE_DATA_MIRROR" in message
