@@ -6,6 +6,7 @@ sizes, which build the models on PyTorch's meta device (shapes only, no memory).
 
 import pytest
 import torch
+from helpers import tiny_gpt_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -24,9 +25,7 @@ from ch04_gpt_model.gpt_model import (
     parameter_memory_mb,
 )
 
-TINY = gpt2_config(
-    "124M", vocab_size=97, context_length=8, emb_dim=16, n_heads=4, n_layers=2, drop_rate=0.0
-)
+TINY = tiny_gpt_config(vocab_size=97, context_length=8, emb_dim=16)
 
 
 def build_tiny_gpt(seed=0, **overrides):

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from helpers import tiny_gpt_config
 
 from ch03_attention.attention import MultiHeadAttention
-from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple, gpt2_config
+from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
 from ch05_pretraining.pretraining import calc_loss_batch, generate
 from ch05_pretraining.speed import (
     CachedDecoder,
@@ -22,9 +23,7 @@ from ch05_pretraining.speed import (
 from shared.derived import side_by_side
 
 # GPT-2's vocabulary and q/k/v biases, two small blocks, a short context to fill quickly
-CFG = gpt2_config(
-    "124M", context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True
-)
+CFG = tiny_gpt_config(context_length=24, qkv_bias=True)
 
 
 @pytest.fixture(scope="module")
