@@ -21,6 +21,7 @@ __all__ = [
     "UNKNOWN_TOKEN",
     "build_vocab",
     "create_dataloader",
+    "seeded_dataloader",
     "simple_tokenize",
 ]
 
@@ -131,6 +132,15 @@ class GPTDataset(Dataset):
 
 
 # -- ch02.ipynb, "2.6 Input–target pairs with a sliding window" --
+def seeded_dataloader(dataset, seed: int | None = None, **options) -> DataLoader:
+    """A DataLoader whose shuffling order depends only on ``seed`` (None: the global RNG).
+
+    ``options`` are DataLoader's own (batch_size, shuffle, collate_fn, ...).
+    """
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, generator=generator, **options)
+
+
 def create_dataloader(
     text: str,
     batch_size: int = 4,
@@ -147,17 +157,13 @@ def create_dataloader(
     ``seed`` fixes the shuffling order independently of the global random state.
     """
     if tokenizer is None:
-        import tiktoken
+        # tiktoken's GPT-2 encoding, found offline through the course's data mirror
+        from shared.resources import gpt2_tokenizer
 
-        tokenizer = tiktoken.get_encoding("gpt2")
+        tokenizer = gpt2_tokenizer()
     token_ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
     dataset = GPTDataset(token_ids, max_length=max_length, stride=stride)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
+    return seeded_dataloader(
+        dataset, seed, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
         num_workers=num_workers,
-        generator=generator,
-    )
+    )  # fmt: skip

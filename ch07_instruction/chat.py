@@ -37,6 +37,8 @@ def stream_token_ids(
         raise ValueError(
             f"stream_token_ids continues one sequence: idx must have shape (1, tokens), got {tuple(idx.shape)}"
         )
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     for _ in range(max_new_tokens):
         idx = generate(model, idx, 1, context_size, **decoding)  # (1, tokens + 1)
         next_id = int(idx[0, -1])

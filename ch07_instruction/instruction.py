@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ch02_data.text_data import seeded_dataloader
 from ch05_pretraining.pretraining import generate, text_to_token_ids, token_ids_to_text
 from shared.io import write_json
 
@@ -277,16 +278,10 @@ def create_instruction_dataloader(
         allowed_max_length=allowed_max_length,
         mask_instruction=mask_instruction,
     )
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        collate_fn=collate,
-        num_workers=num_workers,
-        generator=generator,
+    options = dict(
+        batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers
     )
+    return seeded_dataloader(dataset, seed, collate_fn=collate, **options)  # chapter 2's
 
 
 # -- ch07.ipynb, "Data loaders" --
