@@ -5,8 +5,7 @@
     python -m ch05_pretraining prepare-corpus books/ --out shards/
     torchrun --standalone --nproc_per_node=8 -m ch05_pretraining pretrain --data shards/ --out runs/books
 
-Wires the code of ``ch05.ipynb``, ``speed.ipynb`` and ``corpus.ipynb`` to arguments; the
-options shared with the other chapters come from ``shared.cli``.
+Wires ``ch05.ipynb``, ``speed.ipynb`` and ``corpus.ipynb`` to the options of ``shared.cli``.
 """
 
 import sys
@@ -37,18 +36,18 @@ def build_parser():
     train.add_argument("--drop-rate", type=float, default=0.1, help="dropout rate")
     train.add_argument("--epochs", type=int, default=10, help="passes over the training text")
     train.add_argument("--batch-size", type=cli.positive_int, default=2, help="windows per batch")
-    train.add_argument("--lr", type=float, default=4e-4, help="AdamW learning rate")
-    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
+    train.add_argument("--lr", type=float, help="AdamW learning rate (default 4e-4; with --resume: the saved one)")
+    train.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.1; with --resume: the saved one)")
     train.add_argument("--val-ratio", type=cli.fraction, default=0.1, help="share of the text (at the end) held out")
     train.add_argument("--eval-freq", type=cli.positive_int, default=5, help="evaluate every N optimizer steps")
     train.add_argument("--eval-iter", type=cli.positive_int, default=5, help="batches per evaluation")
-    train.add_argument("--prompt", default="Every effort moves you", help="sample printed after each epoch")
+    train.add_argument("--prompt", type=cli.non_empty_text, default="Every effort moves you", help="sample printed after each epoch")
     cli.add_speed_options(train)
     gen = cli.add_subcommand(sub, "generate", "continue a prompt with a trained checkpoint or a GPT-2 size")
     source = gen.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="folder written by 'train'")
-    source.add_argument("--gpt2", metavar="SIZE", help=f"OpenAI GPT-2 weights: {SIZES}")
-    gen.add_argument("--prompt", required=True, help="text to continue")
+    source.add_argument("--gpt2", metavar="SIZE|FOLDER", help=f"OpenAI GPT-2 weights: {SIZES}, or a folder with model.safetensors and config.json")
+    gen.add_argument("--prompt", type=cli.non_empty_text, required=True, help="text to continue")
     cli.add_decoding_options(gen, max_new_tokens=50)
     gen.add_argument("--no-cache", action="store_true", help="recompute the whole sequence for every token")
     for command in (train, gen):
@@ -75,7 +74,7 @@ def build_parser():
 def _text_loaders(args, context_length: int):
     from ch02_data.text_data import create_dataloader
 
-    text = args.text.read_text(encoding="utf-8")
+    text = cli.read_text_file(args.text)
     split = int((1 - args.val_ratio) * len(text))
     kwargs = dict(batch_size=args.batch_size, max_length=context_length, stride=context_length)
     return (
@@ -86,42 +85,44 @@ def _text_loaders(args, context_length: int):
 
 def _train(args) -> int:
     from ch04_gpt_model.gpt_model import gpt2_config
-    from ch05_pretraining import pretraining, speed
+    from ch05_pretraining import checkpoints, pretraining, speed
+    from shared.io import resume_folder
     from shared.resources import gpt2_tokenizer
     from shared.runtime import get_device, set_seed
 
-    device = get_device(args.device)
+    resume_folder(args.out, args.resume)  # refuses a folder we may not write, or a mismatch
+    device, tokenizer = get_device(args.device), gpt2_tokenizer()  # fmt: skip (fails fast offline)
     set_seed(args.seed)
     sizes = {k: getattr(args, k) for k in ("emb_dim", "n_layers", "n_heads") if getattr(args, k)}
     cfg = gpt2_config(args.size, context_length=args.context_length, drop_rate=args.drop_rate, **sizes)  # fmt: skip
     train_loader, val_loader = _text_loaders(args, cfg["context_length"])
     model, optimizer, autocast_dtype = speed.make_training_setup(
-        cfg, device, lr=args.lr, weight_decay=args.weight_decay, **cli.speed_settings(args)
-    )
+        cfg, device, lr=4e-4 if args.lr is None else args.lr, weight_decay=0.1 if args.weight_decay is None else args.weight_decay,
+        **cli.speed_settings(args))  # fmt: skip
     raw_model = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
     speed.use_sdpa_attention(raw_model, args.sdpa)
     saved_cfg = {**cfg, "vocab_size": raw_model.out_head.out_features}  # padded, if so
     state = None
     if args.resume:
-        loaded = pretraining.load_checkpoint(args.out, raw_model, optimizer, train_loader=train_loader)  # fmt: skip
+        loaded = checkpoints.load_checkpoint(args.out, raw_model, optimizer, train_loader=train_loader)  # fmt: skip
         if loaded["config"] != saved_cfg:
             raise ValueError(f"{args.out} was trained with config {loaded['config']}, not {saved_cfg}")  # fmt: skip
+        cli.override_optimizer(optimizer, lr=args.lr, weight_decay=args.weight_decay)
         state = loaded["state"]
         print(f"resuming {args.out} after epoch {state.epoch} (step {state.global_step})")
     done = state.epoch if state else 0
     if done >= args.epochs:
         print(f"{args.out} has trained for {done} epochs already (asked for {args.epochs})")
         return 0
-    params = sum(p.numel() for p in raw_model.parameters())
-    print(f"training {params:,} parameters on {device} for {args.epochs - done} epochs")
+    print(f"training {sum(p.numel() for p in raw_model.parameters()):,} parameters on {device} for {args.epochs - done} epochs")  # fmt: skip
     for _ in range(done, args.epochs):
         state = pretraining.train_model(
             model, train_loader, val_loader, optimizer, device,
             num_epochs=1, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
-            start_context=args.prompt, tokenizer=gpt2_tokenizer(), state=state,
+            start_context=args.prompt, tokenizer=tokenizer, state=state,
             autocast_dtype=autocast_dtype,
         )  # fmt: skip
-        pretraining.save_checkpoint(
+        checkpoints.save_checkpoint(
             args.out, raw_model, optimizer, config=saved_cfg, state=state,
             train_loader=train_loader, extra={"real_vocab_size": cfg["vocab_size"]},
         )  # fmt: skip
@@ -132,7 +133,7 @@ def _train(args) -> int:
 def _generate(args) -> int:
     import torch
 
-    from ch05_pretraining import pretraining, speed
+    from ch05_pretraining import checkpoints, pretraining, speed
     from ch05_pretraining.gpt2_weights import load_gpt2
     from shared.resources import gpt2_tokenizer
     from shared.runtime import get_device
@@ -140,7 +141,7 @@ def _generate(args) -> int:
 
     device = get_device(args.device)
     if args.checkpoint is not None:
-        loaded = pretraining.load_checkpoint(args.checkpoint, restore_rng=False)
+        loaded = checkpoints.load_checkpoint(args.checkpoint, restore_rng=False)
         model = loaded["model"].to(device).eval()
         real_vocab = (loaded["extra"] or {}).get("real_vocab_size")
         if real_vocab and real_vocab < model.out_head.out_features:
@@ -185,8 +186,7 @@ def _pretrain(args) -> int:
     return 0
 
 
-COMMANDS = dict(train=_train, generate=_generate, pretrain=_pretrain)
-COMMANDS["prepare-corpus"] = _prepare_corpus  # a name with a hyphen
+COMMANDS = {"train": _train, "generate": _generate, "prepare-corpus": _prepare_corpus, "pretrain": _pretrain}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -233,9 +233,9 @@ def prepare_corpus(
             f"need shard_tokens >= 1 and 0 <= val_fraction < 1, got {shard_tokens}, {val_fraction}"
         )
     if tokenizer is None:
-        import tiktoken
+        from shared.resources import gpt2_tokenizer  # finds the BPE files offline, or says how
 
-        tokenizer = tiktoken.get_encoding("gpt2")
+        tokenizer = gpt2_tokenizer()
     if tokenizer.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
         raise ValueError(f"a vocabulary of {tokenizer.n_vocab} ids does not fit in uint16")
     input_dir, out_dir = Path(input_dir), Path(out_dir)
@@ -454,7 +454,9 @@ class PretrainConfig(_ModelAndBatch, _CommandLineOptions):
     pad_vocab: bool = _option(False, "pad the vocabulary to a multiple of 64 (GPU speed)")
     tie_weights: bool = _option(False, "share the token embedding with the output head")
 
-    # Options that only change speed may differ when a run is resumed; the rest may not.
+    # Options that only change speed may differ when a run is resumed. So may the schedule,
+    # from the next step on (a lower max_lr after a NaN, more steps); the rest may not.
     SPEED_ONLY = ("log_every", "eval_every", "eval_windows", "sample_every", "sample_prompt",
                   "sample_tokens", "checkpoint_every", "sdpa", "compile", "bf16", "tf32",
                   "fused_adamw")  # fmt: skip
+    SCHEDULE = ("max_steps", "warmup_steps", "max_lr", "min_lr", "grad_clip")

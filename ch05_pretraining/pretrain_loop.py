@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from ch05_pretraining.checkpoints import load_checkpoint, save_checkpoint
 from ch05_pretraining.corpus import (
     MANIFEST_NAME,
     PretrainConfig,
@@ -28,14 +29,9 @@ from ch05_pretraining.corpus import (
     cosine_lr,
     open_shards,
 )
-from ch05_pretraining.pretraining import (
-    NonFiniteLossError,
-    generate,
-    load_checkpoint,
-    save_checkpoint,
-)
+from ch05_pretraining.pretraining import NonFiniteLossError, generate
 from ch05_pretraining.speed import make_training_setup, use_sdpa_attention
-from shared.io import sha256_file, write_atomically
+from shared.io import resume_folder, sha256_file, write_atomically
 
 __all__ = [
     "pretrain",
@@ -186,30 +182,29 @@ def _parallel_model(raw_model, cfg: PretrainConfig, device, world: int):
 
 
 # -- corpus.ipynb, "The training loop" --
-def _check_resumable(saved: dict, cfg: PretrainConfig, data_id: str, checkpoint_dir) -> None:
-    # Refuse to resume with other settings (except SPEED_ONLY ones) or other shards.
+def _check_resumable(saved: dict, cfg: PretrainConfig, data_id: str, checkpoint_dir) -> str:
+    # Refuse other settings (except SPEED_ONLY and SCHEDULE ones) or other shards; describe
+    # the schedule changes, which apply from the next step.
     before = PretrainConfig(**saved["config"])
-    changed = [f.name for f in fields(PretrainConfig)
-               if f.name not in PretrainConfig.SPEED_ONLY
-               and getattr(before, f.name) != getattr(cfg, f.name)]  # fmt: skip
-    if changed or saved["data_id"] != data_id:
-        what = ", ".join(f"{n} ({getattr(before, n)!r} -> {getattr(cfg, n)!r})" for n in changed)
+    changed = [f.name for f in fields(PretrainConfig) if getattr(before, f.name) != getattr(cfg, f.name)]  # fmt: skip
+    fixed = [n for n in changed if n not in PretrainConfig.SPEED_ONLY + PretrainConfig.SCHEDULE]
+    if fixed or saved["data_id"] != data_id:
+        what = ", ".join(f"{n} ({getattr(before, n)!r} -> {getattr(cfg, n)!r})" for n in fixed)
         raise ValueError(
-            f"cannot resume {checkpoint_dir} exactly: "
-            + (f"settings changed: {what}" if changed else "the shards in the data folder changed")
-            + "; resume with the original settings, or start a new run in another folder"
+            f"cannot resume {checkpoint_dir}: "
+            + (f"settings changed: {what}" if fixed else "the shards in the data folder changed")
+            + "; resume with the original settings (only speed options and the learning-rate "
+            "schedule may change), or start a new run in another folder"
         )
+    schedule = [n for n in changed if n in PretrainConfig.SCHEDULE]
+    return ", ".join(f"{n} {getattr(before, n)!r} -> {getattr(cfg, n)!r}" for n in schedule)
 
 
 def _resume(cfg: PretrainConfig, checkpoint_dir: Path, raw_model, optimizer, data_id: str):
-    # Load the checkpoint's weights and AdamW state; (steps done, tokens seen, history).
-    if not (checkpoint_dir / "checkpoint.json").is_file():
-        raise FileNotFoundError(
-            f"nothing to resume: {checkpoint_dir} holds no checkpoint; start without --resume"
-        )
+    # Load the checkpoint's weights and AdamW state; (steps done, tokens seen, history, changes).
     saved = load_checkpoint(checkpoint_dir, raw_model, optimizer, restore_rng=False)["extra"]
-    _check_resumable(saved, cfg, data_id, checkpoint_dir)
-    return saved["steps_done"], saved["tokens_seen"], saved["history"]
+    changes = _check_resumable(saved, cfg, data_id, checkpoint_dir)
+    return saved["steps_done"], saved["tokens_seen"], saved["history"], changes
 
 
 # -- corpus.ipynb, "The training loop" --
@@ -218,6 +213,7 @@ def _start_run(cfg: PretrainConfig, data_dir, out_dir, device, resume: bool, tok
     # shards, build the model, load the checkpoint when resuming, wrap the model.
     rank, world, device = setup_distributed(device)
     out_dir, data_dir = Path(out_dir), Path(data_dir)
+    resume_folder(out_dir / "checkpoint", resume)  # a fresh run never replaces a saved one
     accumulation = cfg.accumulation_steps(world)
     train = TokenWindows(open_shards(data_dir, "train"), cfg.context_length)
     val = TokenWindows(open_shards(data_dir, "val"), cfg.context_length)
@@ -226,9 +222,11 @@ def _start_run(cfg: PretrainConfig, data_dir, out_dir, device, resume: bool, tok
     raw_model, optimizer, autocast_dtype, saved_cfg = _make_model(cfg, device, tokenizer.n_vocab)
     steps_done, tokens_seen, history = 0, 0, []
     if resume:
-        steps_done, tokens_seen, history = _resume(
+        steps_done, tokens_seen, history, changes = _resume(
             cfg, out_dir / "checkpoint", raw_model, optimizer, data_id
         )
+        if changes and rank == 0:
+            print(f"resuming with a changed schedule from step {steps_done + 1}: {changes}")
     model, ddp_model = _parallel_model(raw_model, cfg, device, world)
     return _Run(
         cfg=cfg, tokenizer=tokenizer, rank=rank, world=world, device=device, out_dir=out_dir,
@@ -275,8 +273,9 @@ def _optimizer_step(run: _Run, step: int) -> tuple[float, float, torch.Tensor]:
     step_loss = loss_sum.item() / (run.accumulation * run.world)
     if not math.isfinite(step_loss):
         raise NonFiniteLossError(
-            f"the training loss became {step_loss} at step {step + 1}; lower --max-lr, "
-            f"check the shards, or resume from the last checkpoint in {run.checkpoint_dir}"
+            f"the training loss became {step_loss} at step {step + 1}; continue from the last "
+            f"checkpoint in {run.checkpoint_dir} with a lower learning rate (--resume --max-lr "
+            f"{cfg.max_lr / 2:g}), or check the shards"
         )
     grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), cfg.grad_clip)
     run.optimizer.step()
@@ -369,9 +368,9 @@ def pretrain(
     SIGTERM or Ctrl-C do). Returns the history of losses and the last sample.
     """
     if tokenizer is None:
-        import tiktoken
+        from shared.resources import gpt2_tokenizer
 
-        tokenizer = tiktoken.get_encoding("gpt2")
+        tokenizer = gpt2_tokenizer()
     run = _start_run(cfg, data_dir, out_dir, device, resume, tokenizer)
     _start_log(run)
     from tqdm.auto import tqdm

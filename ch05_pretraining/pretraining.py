@@ -7,14 +7,11 @@ Exported from the cells of ch05_pretraining/ch05.ipynb marked '#| export'.
 """
 
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
-from shared.io import atomic_folder, read_folder_metadata, write_json
+from ch04_gpt_model.gpt_model import generate_text_simple
 
 __all__ = [
     "DecodingSettings",
@@ -29,9 +26,7 @@ __all__ = [
     "evaluate_model",
     "generate",
     "generate_and_print_sample",
-    "load_checkpoint",
     "next_token_from_logits",
-    "save_checkpoint",
     "text_to_token_ids",
     "token_ids_to_text",
     "train_epochs",
@@ -235,15 +230,18 @@ def check_decoding_settings(
     temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None
 ) -> None:
     """Raise a clear ValueError for settings ``next_token_from_logits`` cannot honour."""
-    if not (
+    # (bool is a subclass of int in Python: True must not pass as top_k=1)
+    if isinstance(temperature, bool) or not (
         isinstance(temperature, int | float) and math.isfinite(temperature) and temperature >= 0
     ):
         raise ValueError(
             f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
         )
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    if top_p is not None and not (0.0 < top_p <= 1.0):
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0.0 < top_p <= 1.0
+    ):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
@@ -335,117 +333,3 @@ def generate(
         if eos_id is not None and bool(finished.all()):
             break
     return idx
-
-
-# -- ch05.ipynb, "5.6 Saving, loading and continuing training" --
-def _optimizer_to_files(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    # Split an optimizer state dict into tensors (for safetensors) and JSON-friendly metadata.
-    state_dict = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for param_id, param_state in state_dict["state"].items():
-        for key, value in param_state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{param_id}.{key}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
-
-
-def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
-        param_id, key = name.split(".", 1)
-        state.setdefault(int(param_id), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-# -- ch05.ipynb, "5.6 Saving, loading and continuing training" --
-def save_checkpoint(
-    path,
-    model,
-    optimizer=None,
-    config: dict | None = None,
-    state: TrainingState | None = None,
-    train_loader=None,
-    extra: dict | None = None,
-) -> Path:
-    """Write ``model`` (and optionally optimizer, config, training state) to folder ``path``.
-
-    Files: model.safetensors, optimizer.safetensors, checkpoint.json. The folder appears
-    only once complete; an existing checkpoint at ``path`` is replaced. ``extra`` is any
-    JSON-serialisable metadata a caller wants to keep with the checkpoint.
-    """
-    with atomic_folder(path) as tmp:
-        # Tied weights (one tensor under two names) are stored once; loading re-ties them.
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        tied = "out_head.weight" in weights and model.out_head.weight is model.tok_emb.weight
-        if tied:
-            del weights["out_head.weight"]
-        save_file(weights, tmp / "model.safetensors")
-        meta = {
-            "format": "gpt-from-scratch checkpoint v1",
-            "config": config,
-            "tied_output_head": tied,
-        }
-        rng = {"torch": torch.get_rng_state()}
-        if train_loader is not None and getattr(train_loader, "generator", None) is not None:
-            rng["train_loader"] = train_loader.generator.get_state()
-        tensors = {f"rng.{k}": v for k, v in rng.items()}
-        if optimizer is not None:
-            optimizer_tensors, meta["optimizer"] = _optimizer_to_files(optimizer)
-            tensors.update(optimizer_tensors)
-        save_file(tensors, tmp / "optimizer.safetensors")
-        meta["training_state"] = asdict(state) if state is not None else None
-        meta["extra"] = extra
-        write_json(tmp / "checkpoint.json", meta)
-    return Path(path)
-
-
-# -- ch05.ipynb, "5.6 Saving, loading and continuing training" --
-def load_checkpoint(
-    path, model=None, optimizer=None, train_loader=None, restore_rng: bool = True
-) -> dict:
-    """Load a checkpoint folder written by ``save_checkpoint``.
-
-    Builds a ``GPTModel`` from the stored config when ``model`` is None. Restores the
-    optimizer, the torch RNG and the training loader's shuffling state when given.
-    Returns a dict with ``model``, ``config``, ``state`` (a TrainingState or None) and
-    ``extra`` (the caller's metadata, or None).
-    """
-    # the folder, or the previous checkpoint if a save was cut off between its two renames
-    path, meta = read_folder_metadata(path, "checkpoint.json", "checkpoint", "save_checkpoint")
-    if model is None:
-        if meta.get("config") is None:
-            raise ValueError(
-                f"{path} stores no model config; pass a model built with the right config"
-            )
-        model = GPTModel(meta["config"])
-        if meta.get("tied_output_head"):
-            model.out_head.weight = model.tok_emb.weight
-    weights = load_file(path / "model.safetensors")
-    if meta.get("tied_output_head"):
-        if model.out_head.weight is not model.tok_emb.weight:
-            raise ValueError(
-                f"{path} was saved from a model whose output head is tied to the token embedding; "
-                "tie them (model.out_head.weight = model.tok_emb.weight) before building the optimizer, or pass model=None"
-            )
-        weights["out_head.weight"] = weights["tok_emb.weight"]
-    model.load_state_dict(weights)
-    extras = load_file(path / "optimizer.safetensors")
-    rng = {k.removeprefix("rng."): v for k, v in extras.items() if k.startswith("rng.")}
-    if optimizer is not None:
-        if "optimizer" not in meta:
-            raise ValueError(f"{path} holds no optimizer state; it was saved without an optimizer")
-        tensors = {k: v for k, v in extras.items() if not k.startswith("rng.")}
-        optimizer.load_state_dict(_optimizer_from_files(tensors, meta["optimizer"]))
-    if restore_rng:
-        torch.set_rng_state(rng["torch"])
-        if train_loader is not None and "train_loader" in rng:
-            train_loader.generator.set_state(rng["train_loader"])
-    state = TrainingState(**meta["training_state"]) if meta.get("training_state") else None
-    return {
-        "model": model,
-        "config": meta.get("config"),
-        "state": state,
-        "extra": meta.get("extra"),
-    }

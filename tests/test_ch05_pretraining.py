@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_module
+from helpers import run_module, tiny_gpt_config
 
 from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple, gpt2_config
+from ch05_pretraining.checkpoints import load_checkpoint, save_checkpoint
 from ch05_pretraining.gpt2_weights import gpt2_config_from_hf, load_gpt2
 from ch05_pretraining.pretraining import (
     NonFiniteLossError,
@@ -19,14 +20,12 @@ from ch05_pretraining.pretraining import (
     calc_loss_batch,
     calc_loss_loader,
     generate,
-    load_checkpoint,
-    save_checkpoint,
     train_model,
 )
 from shared import create_dataloader
 
 # GPT-2's vocabulary and layout, shrunk to 2 small blocks (the chapter-4 preset factory)
-TINY = gpt2_config("124M", context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+TINY = tiny_gpt_config(drop_rate=0.1)
 
 
 class _SilentTokenizer:
@@ -150,7 +149,7 @@ def test_checkpoint_round_trip_with_tied_head_and_no_leftovers(tmp_path):
     save_checkpoint(tmp_path / "ckpt", model, config=TINY)  # replacing an existing checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "checkpoint.json", "model.safetensors", "optimizer.safetensors",
+        ".gpt-course.json", "checkpoint.json", "model.safetensors", "optimizer.safetensors",
     ]  # fmt: skip
     loaded = load_checkpoint(tmp_path / "ckpt", restore_rng=False)["model"]
     assert loaded.out_head.weight is loaded.tok_emb.weight
@@ -170,7 +169,7 @@ def test_load_checkpoint_errors(tmp_path):
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import ch05_pretraining.pretraining as pretraining
+    import ch05_pretraining.checkpoints as checkpoints
 
     model = GPTModel(TINY)
     save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 1})
@@ -179,7 +178,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         Path(path).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pretraining, "save_file", broken_save_file)
+    monkeypatch.setattr(checkpoints, "save_file", broken_save_file)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary leftovers
@@ -194,6 +193,81 @@ def test_a_save_cut_off_between_its_renames_is_still_found(tmp_path):
     save_checkpoint(tmp_path / "ckpt", model, config=TINY, extra={"version": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["extra"] == {"version": 2}
+
+
+# --- damaged checkpoints: one sentence naming the file (fault tests) ---------------------
+
+
+@pytest.fixture
+def saved_checkpoint(tmp_path):
+    model = GPTModel(TINY)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path / "ckpt", model, optimizer, config=TINY)
+    return tmp_path / "ckpt"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda data: data[: len(data) // 2], lambda data: b"PK\x03\x04 not safetensors at all"],
+    ids=["truncated", "not-safetensors"],
+)
+def test_a_damaged_weights_file_is_named_in_the_error(saved_checkpoint, damage):
+    from shared.tensorfiles import TensorFileError
+
+    weights = saved_checkpoint / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(TensorFileError, match=r"model\.safetensors is not a readable safetensors"):
+        load_checkpoint(saved_checkpoint, restore_rng=False)
+
+
+def test_a_missing_tensor_or_a_checkpoint_of_another_size_is_explained(saved_checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    from shared.tensorfiles import TensorFileError
+
+    weights = saved_checkpoint / "model.safetensors"
+    tensors = load_file(weights)
+    del tensors["final_norm.scale"]
+    save_file(tensors, weights)
+    with pytest.raises(TensorFileError, match="missing final_norm.scale"):
+        load_checkpoint(saved_checkpoint, restore_rng=False)
+    wider = gpt2_config("124M", context_length=32, emb_dim=48, n_heads=4, n_layers=2)
+    with pytest.raises(TensorFileError, match=r"wrong shapes: .*the model needs \(50257, 48\)"):
+        load_checkpoint(saved_checkpoint, GPTModel(wider), restore_rng=False)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{ not json", "is not valid JSON"),
+        ('{"format": "something else"}', "was not written by save_checkpoint"),
+        ('{"format": "gpt-from-scratch checkpoint v1", "config": {"emb_dim": 8}}',
+         "unusable model config"),
+        ('{"format": "gpt-from-scratch checkpoint v1", "config": null, "training_state": 3}',
+         "damaged training_state"),
+    ],
+)  # fmt: skip
+def test_broken_checkpoint_json_is_named_in_the_error(saved_checkpoint, text, message):
+    (saved_checkpoint / "checkpoint.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(saved_checkpoint, restore_rng=False)
+
+
+def test_a_model_only_load_does_not_need_the_optimizer_file(saved_checkpoint):
+    (saved_checkpoint / "optimizer.safetensors").unlink()
+    assert isinstance(load_checkpoint(saved_checkpoint)["model"], GPTModel)
+    model = GPTModel(TINY)
+    with pytest.raises(ValueError, match=r"optimizer\.safetensors is missing"):
+        load_checkpoint(saved_checkpoint, model, torch.optim.AdamW(model.parameters()))
+
+
+def test_the_cli_answers_a_damaged_checkpoint_in_one_line(saved_checkpoint):
+    (saved_checkpoint / "model.safetensors").write_bytes(b"\x00" * 10)
+    result = run_module(
+        "ch05_pretraining", "generate", "--checkpoint", str(saved_checkpoint), "--prompt", "Hi"
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model.safetensors is not a readable safetensors file" in result.stderr
 
 
 # --- decoding --------------------------------------------------------------------------
@@ -249,6 +323,9 @@ def test_eos_stops_generation(tiny_model):
         ({"temperature": float("nan")}, "temperature must be"),
         ({"top_k": 0}, "top_k must be"),
         ({"top_k": 2.5}, "top_k must be"),
+        ({"top_k": True}, "top_k must be"),  # bool is an int subclass: not a count
+        ({"temperature": True}, "temperature must be"),
+        ({"top_p": "0.9"}, "top_p must be"),
         ({"top_p": 0.0}, "top_p must be"),
         ({"top_p": 1.5}, "top_p must be"),
     ],
@@ -403,11 +480,15 @@ def test_cli_train_resume_and_generate(tmp_path, verdict_text):
               "--context-length", "32", "--batch-size", "4"]  # fmt: skip
     out = _cli("train", *common, "--epochs", "1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    out = _cli("train", *common, "--epochs", "2", "--resume", cwd=tmp_path)
+    out = _cli("train", *common, "--epochs", "2", cwd=tmp_path)  # forgot --resume
+    assert out.returncode == 1 and "already holds a saved run; pass --resume" in out.stderr
+    out = _cli("train", *common, "--epochs", "2", "--resume", "--lr", "1e-3", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "resuming ckpt after epoch 1" in out.stdout
+    assert "lr: 0.001 from now on (the checkpoint used 0.0004)" in out.stdout
     meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert meta["training_state"]["epoch"] == 2
+    assert {g["lr"] for g in meta["optimizer"]["param_groups"]} == {1e-3}  # trained at the new rate
     out = _cli(
         "generate",
         "--checkpoint",
@@ -433,3 +514,29 @@ def test_cli_generate_with_gpt2_uses_the_standin_in_test_mode(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "TEST MODE" in out.stderr and out.stdout.startswith("Hello")
+
+
+# --- the command line never loses a user's files, and names bad input (fault tests) ---
+
+
+def test_cli_train_refuses_an_out_folder_holding_other_files(tmp_path):
+    (tmp_path / "story.txt").write_text("Once upon a time. " * 200, encoding="utf-8")
+    (tmp_path / "notes.md").write_text("mine", encoding="utf-8")
+    out = _cli("train", "--text", "story.txt", "--out", ".", "--epochs", "1", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "already holds files the course did not save there" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "story.txt"]
+    assert (tmp_path / "story.txt").read_text(encoding="utf-8").startswith("Once upon")
+
+
+def test_cli_train_names_a_text_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "story.txt").write_bytes("Caf\xe9 au lait. ".encode("latin-1") * 100)
+    out = _cli("train", "--text", "story.txt", "--out", "ckpt", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "story.txt is not UTF-8 text" in out.stderr
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_cli_refuses_an_empty_prompt_by_its_name(tmp_path):
+    out = _cli("generate", "--gpt2", "124M", "--prompt", "  ", cwd=tmp_path)
+    assert out.returncode == 2 and "--prompt: must not be empty" in out.stderr

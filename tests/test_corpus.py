@@ -13,6 +13,7 @@ import pytest
 import tiktoken
 import torch
 
+from ch05_pretraining.checkpoints import load_checkpoint
 from ch05_pretraining.corpus import (
     MANIFEST_NAME,
     PretrainConfig,
@@ -24,7 +25,7 @@ from ch05_pretraining.corpus import (
     prepare_corpus,
 )
 from ch05_pretraining.pretrain_loop import pretrain
-from ch05_pretraining.pretraining import NonFiniteLossError, load_checkpoint
+from ch05_pretraining.pretraining import NonFiniteLossError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER = tiktoken.get_encoding("gpt2")
@@ -287,16 +288,49 @@ def test_stop_and_resume_gives_the_same_losses_and_weights(shards, tmp_path):
 def test_resume_refuses_changed_settings(shards, tmp_path):
     cfg = PretrainConfig(**TINY)
     pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False, stop_at_step=2)
-    changed = PretrainConfig(**{**TINY, "max_lr": 1e-2})
-    with pytest.raises(ValueError, match=r"max_lr \(0.003 -> 0.01\)"):
+    changed = PretrainConfig(**{**TINY, "seed": 8})
+    with pytest.raises(ValueError, match=r"seed \(7 -> 8\)"):
         pretrain(changed, shards, tmp_path / "run", device="cpu", progress=False, resume=True)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         pretrain(cfg, shards, tmp_path / "empty", device="cpu", progress=False, resume=True)
 
 
+def test_a_fresh_run_never_replaces_a_saved_one(shards, tmp_path):
+    cfg = PretrainConfig(**TINY)
+    pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False, stop_at_step=2)
+    with pytest.raises(FileExistsError, match="already holds a saved run; pass --resume"):
+        pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False)
+    loaded = load_checkpoint(tmp_path / "run" / "checkpoint", restore_rng=False)
+    assert loaded["extra"]["steps_done"] == 2
+
+
+def test_resume_with_a_lower_max_lr_applies_it_from_the_next_step(shards, tmp_path, capsys):
+    cfg = PretrainConfig(**TINY)
+    pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False, stop_at_step=4)
+    lower = PretrainConfig(**{**TINY, "max_lr": 1e-3})
+    result = pretrain(lower, shards, tmp_path / "run", device="cpu", progress=False, resume=True)
+    assert "changed schedule from step 5: max_lr 0.003 -> 0.001" in capsys.readouterr().out
+    steps = [r for r in result["history"] if "lr" in r]
+    expected = [cosine_lr(r["step"] - 1, 1e-3, 3e-4, 3, 12) for r in steps if r["step"] > 4]
+    assert [r["lr"] for r in steps if r["step"] > 4] == pytest.approx(expected)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint", restore_rng=False)["extra"]
+    assert saved["config"]["max_lr"] == 1e-3  # the next resume compares with the new value
+
+
+def test_resume_finds_a_checkpoint_cut_off_between_its_renames(shards, tmp_path):
+    cfg = PretrainConfig(**TINY)
+    straight = pretrain(cfg, shards, tmp_path / "straight", device="cpu", progress=False)
+    pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False, stop_at_step=4)
+    checkpoint = tmp_path / "run" / "checkpoint"
+    checkpoint.rename(checkpoint.with_name(".checkpoint-old"))  # a kill between the renames
+    resumed = pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False, resume=True)
+    assert resumed["history"] == straight["history"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint", "log.jsonl"]
+
+
 def test_a_non_finite_loss_stops_training_naming_the_step(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "max_lr": 1e30, "warmup_steps": 1, "grad_clip": 1e30})
-    with pytest.raises(NonFiniteLossError, match=r"at step \d+"):
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+.*--resume --max-lr 5e\+29"):
         pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False)
 
 
@@ -439,3 +473,34 @@ def test_two_commands_take_text_files_to_a_sampled_model(verdict_corpus, tmp_pat
     missing = run("pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"))
     assert missing.returncode != 0 and "no manifest.json" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+# --- the GPT-2 tokenizer comes from one course function (fault tests) ---
+
+
+def test_prepare_corpus_and_pretrain_get_the_tokenizer_from_the_course(
+    tmp_path, verdict_corpus, shards, monkeypatch
+):
+    import shared.resources
+    from shared.resources import ResourceUnavailableError
+
+    def offline():
+        raise ResourceUnavailableError("could not get encoder.json (the mirror named here)")
+
+    monkeypatch.setattr(shared.resources, "gpt2_tokenizer", offline)
+    with pytest.raises(ResourceUnavailableError, match="could not get encoder.json"):
+        prepare_corpus(verdict_corpus, tmp_path / "out", progress=False)
+    with pytest.raises(ResourceUnavailableError, match="could not get encoder.json"):
+        pretrain(PretrainConfig(**TINY), shards, tmp_path / "run", device="cpu", progress=False)
+
+
+@pytest.mark.slow
+def test_cli_prepare_corpus_works_offline_from_the_mirror(tmp_path, verdict_corpus):
+    env = {**cli_env(), "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ch05_pretraining", "prepare-corpus", str(verdict_corpus),
+         "--out", str(tmp_path / "shards"), "--no-progress"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "shards" / "manifest.json").is_file()
