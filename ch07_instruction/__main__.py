@@ -5,21 +5,19 @@
     python -m ch07_instruction evaluate --checkpoint runs/instruct --responses runs/answers.json
     python -m ch07_instruction chat --checkpoint runs/instruct
 
-Wires the chapter's code (``instruction.py``, ``evaluation.py`` and ``chat.py``, generated from
-``ch07.ipynb``) to arguments; defaults that differ between course modes: ``shared.settings``.
+Wires the modules generated from ``ch07.ipynb`` to arguments; mode defaults: ``shared.settings``.
 """
 
 import sys
 from pathlib import Path
 
 import shared.cli as cli
-from shared.io import read_json, write_json
+from shared.io import check_output_folder, write_json
 from shared.judge import OLLAMA_MODEL, OLLAMA_URL, JudgeUnavailableError
 from shared.resources import fetch, gpt2_tokenizer
 from shared.settings import get_settings
 from shared.weights import gpt2_checkpoint
 
-FINETUNE_INFO = "finetune.json"  # written next to the checkpoint files by 'finetune'
 SPLIT_SEED = 123
 RECORDED = ("epochs", "lr", "weight_decay", "batch_size", "mask_instruction", "allowed_max_length")
 
@@ -34,7 +32,7 @@ def build_parser():
     # fmt: off
     tune = cli.add_subcommand(sub, "finetune", "fine-tune GPT-2 and save a checkpoint")
     tune.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    tune.add_argument("--size", default="355M", help="GPT-2 size: 124M, 355M, 774M, 1558M (test mode: the stand-in)")
+    cli.add_gpt2_option(tune, default="355M")
     tune.add_argument("--epochs", type=int, default=s.instruct_epochs, help="passes over the training set")
     tune.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate")
     tune.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
@@ -48,7 +46,7 @@ def build_parser():
     cli.add_seed_option(tune, help="seed of the data split and the training")
     respond = cli.add_subcommand(sub, "respond", "answer the test instructions and save them as JSON")
     respond.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    respond.add_argument("--limit", type=int, default=s.instruct_test_subset, help="answer the first N test instructions; unset: all")
+    respond.add_argument("--limit", type=cli.positive_int, default=s.instruct_test_subset, help="answer the first N test instructions; unset: all")
     respond.add_argument("--split-seed", type=int, help=f"seed of the data split; unset: the one saved by 'finetune', else {SPLIT_SEED}")
     evaluate = cli.add_subcommand(sub, "evaluate", "score saved answers: offline scores, and an LLM judge if one runs")
     evaluate.add_argument("--responses", type=Path, required=True, help="JSON file written by 'respond'")
@@ -71,29 +69,34 @@ def build_parser():
     return parser
 
 
-def _load_finetuned(args):  # (device, the model that 'finetune' saved in --checkpoint)
-    from ch05_pretraining.pretraining import load_checkpoint
+def _load_finetuned(args):  # (device, the model 'finetune' saved in --checkpoint, its record)
+    from ch05_pretraining.checkpoints import load_checkpoint
     from shared.runtime import get_device
 
-    device = get_device(args.device)
-    return device, load_checkpoint(args.checkpoint, restore_rng=False)["model"].to(device).eval()
+    device, loaded = get_device(args.device), load_checkpoint(args.checkpoint, restore_rng=False)
+    return device, loaded["model"].to(device).eval(), loaded["extra"] or {}
+
+
+def _json_out(path):  # an --out that names a folder is refused first, not after all the work
+    if path is not None and path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; --out names a JSON file, e.g. {path}/a.json")
 
 
 def _decoding(args, device) -> dict:  # generate's keyword arguments: --temperature, --top-k...
     import torch
 
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen)
+    return {**cli.decoding_settings(args), "generator": gen}
 
 
 def _finetune(args) -> int:
     import torch
 
-    from ch05_pretraining.gpt2_weights import load_gpt2
-    from ch05_pretraining.pretraining import save_checkpoint, train_model
+    from ch05_pretraining import checkpoints, gpt2_weights, pretraining
     from ch07_instruction import instruction
     from shared.runtime import get_device, set_seed
 
+    check_output_folder(args.out)  # first: a bad --out is refused before any data or weights
     device = get_device(args.device)
     set_seed(args.seed)
     data = instruction.load_instruction_data(args.data or fetch("instruction-data"))
@@ -104,23 +107,21 @@ def _finetune(args) -> int:
         train_data, val_data, tokenizer, args.batch_size, seed=args.seed, device=device,
         allowed_max_length=args.allowed_max_length, mask_instruction=args.mask_instruction,
     )  # fmt: skip
-    checkpoint = gpt2_checkpoint(args.size)
+    checkpoint = gpt2_checkpoint(args.gpt2)
     print(checkpoint.description, file=sys.stderr)
-    model = load_gpt2(checkpoint.folder, size=checkpoint.size, device=device)
+    model = gpt2_weights.load_gpt2(checkpoint.folder, size=checkpoint.size, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     batches, masked = len(train_loader), ", prompt tokens masked" if args.mask_instruction else ""
-    print(
-        f"fine-tuning {checkpoint.label} on {len(train_data)} examples ({batches} batches of "
-        f"{args.batch_size}) for {args.epochs} epoch{'s' if args.epochs != 1 else ''} on {device}{masked}"
-    )
-    state = train_model(
+    print(f"fine-tuning {checkpoint.label} on {len(train_data)} examples ({batches} batches of "
+          f"{args.batch_size}) for {args.epochs} epoch{'s' if args.epochs != 1 else ''} on {device}{masked}")  # fmt: skip
+    state = pretraining.train_model(
         model, train_loader, val_loader, optimizer, device,
         num_epochs=args.epochs, eval_freq=args.eval_freq, eval_iter=args.eval_iter,
         start_context=instruction.format_prompt(val_data[0]), tokenizer=tokenizer,
     )  # fmt: skip
-    save_checkpoint(args.out, model, config=instruction.config_from_model(model), state=state)
     info = dict(base_model=checkpoint.label, split_seed=args.seed, train_examples=len(train_data))
-    write_json(args.out / FINETUNE_INFO, {**info, **{key: getattr(args, key) for key in RECORDED}})
+    info |= {key: getattr(args, key) for key in RECORDED}  # the record goes into checkpoint.json
+    checkpoints.save_checkpoint(args.out, model, config=instruction.config_from_model(model), state=state, extra=info)  # fmt: skip
     print(f"saved {args.out}")
     return 0
 
@@ -128,17 +129,18 @@ def _finetune(args) -> int:
 def _respond(args) -> int:
     from ch07_instruction import instruction
 
-    device, model = _load_finetuned(args)
-    seed, info = args.split_seed, args.checkpoint / FINETUNE_INFO
-    if seed is None:  # the seed 'finetune' split with, so that no test record was trained on
-        seed = read_json(info, "fine-tuning record")["split_seed"] if info.is_file() else SPLIT_SEED
-    data = instruction.load_instruction_data(args.data or fetch("instruction-data"))
-    test_data = instruction.split_instruction_data(data, seed=seed)[2][: args.limit]
+    _json_out(args.out)
+    device, model, record = _load_finetuned(args)
+    saved = record.get("split_seed", SPLIT_SEED) if isinstance(record, dict) else SPLIT_SEED
+    if type(seed := saved if args.split_seed is None else args.split_seed) is not int:  # damaged
+        raise ValueError(f"{args.checkpoint} records the split seed {seed!r}, not a whole number; pass --split-seed")  # fmt: skip
+    data = instruction.load_instruction_data(source := args.data or fetch("instruction-data"))
+    if not (test_data := instruction.split_instruction_data(data, seed=seed)[2][: args.limit]):
+        raise ValueError(f"no test instructions to answer: {source} holds {len(data)} records, too few "
+                         "for a test set (10% of them); pass a larger --data file. Nothing was written")  # fmt: skip
     print(f"answering {len(test_data)} test instructions (split seed {seed}) on {device}")
-    answered = instruction.generate_responses(
-        model, test_data, gpt2_tokenizer(), device, args.max_new_tokens, progress=True,
-        **_decoding(args, device),
-    )  # fmt: skip
+    answered = instruction.generate_responses(model, test_data, gpt2_tokenizer(), device,
+                                              args.max_new_tokens, progress=True, **_decoding(args, device))  # fmt: skip
     instruction.save_responses(args.out, answered)
     print(f"saved {len(answered)} answers to {args.out}")
     return 0
@@ -148,6 +150,7 @@ def _evaluate(args) -> int:
     from ch07_instruction.evaluation import judge_if_available, mean_rouge_l, response_token_loss
     from ch07_instruction.instruction import load_responses
 
+    _json_out(args.out)
     entries = load_responses(args.responses)
     if not (n := len(entries)):
         raise ValueError(f"{args.responses} holds no answers")
@@ -155,21 +158,17 @@ def _evaluate(args) -> int:
     print(f"{n} answers in {args.responses}")
     print(f"ROUGE-L (mean F1 against the reference answers): {scores['rouge_l']:.3f}")
     if args.checkpoint is not None:
-        device, model = _load_finetuned(args)
+        device, model, _ = _load_finetuned(args)
         score = response_token_loss(model, entries, gpt2_tokenizer(), device)
         scores.update(answer_loss=score["loss"], answer_perplexity=score["perplexity"])
         print(f"answer loss {score['loss']:.3f}, perplexity {score['perplexity']:.2f} "
               f"(over {score['tokens']} reference answer tokens)")  # fmt: skip
     report, status = None, "skipped (--no-judge)"  # the LLM judge, when one runs
     if not args.no_judge:
-        report, status = judge_if_available(
-            entries, model=args.judge_model, url=args.ollama_url, timeout=args.judge_timeout,
-            progress=True,
-        )  # fmt: skip
-    if report is None:
-        print(f"LLM judge {status}")
-    else:
-        print(f"LLM judge ({args.judge_model}): {status}")
+        report, status = judge_if_available(entries, model=args.judge_model, url=args.ollama_url,
+                                            timeout=args.judge_timeout, progress=True)  # fmt: skip
+    print(f"LLM judge {status}" if report is None else f"LLM judge ({args.judge_model}): {status}")
+    if report is not None:
         for problem in report.problems:
             print(f"  no score for {problem}")
         scores.update(judge_model=args.judge_model, judge_scores=report.scores)
@@ -183,7 +182,7 @@ def _evaluate(args) -> int:
 def _chat(args) -> int:
     from ch07_instruction.chat import chat_session
 
-    device, model = _load_finetuned(args)
+    device, model, _ = _load_finetuned(args)
     chat_session(model, gpt2_tokenizer(), args.max_new_tokens, **_decoding(args, device))
     return 0
 

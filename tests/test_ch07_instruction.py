@@ -7,15 +7,18 @@ import shutil
 import subprocess
 import sys
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_module, tiny_gpt_config  # tests/ is on sys.path
 from hypothesis import given
 from hypothesis import strategies as st
-from test_judge import closed_port_url, running_fake_ollama  # tests/ is on sys.path
+from test_judge import closed_port_url, running_fake_ollama, running_redirect
 
-from ch04_gpt_model.gpt_model import GPTModel, gpt2_config
-from ch05_pretraining.pretraining import generate, save_checkpoint, text_to_token_ids
+from ch04_gpt_model.gpt_model import GPTModel
+from ch05_pretraining.checkpoints import save_checkpoint
+from ch05_pretraining.pretraining import generate, text_to_token_ids
 from ch05_pretraining.speed import CachedDecoder
 from ch07_instruction.chat import (
     chat_session,
@@ -53,7 +56,7 @@ from shared.io import write_json_atomically
 from shared.judge import JudgeReplyError, JudgeUnavailableError
 
 # GPT-2's vocabulary, one tiny block, room for a whole instruction prompt
-TINY = gpt2_config("124M", context_length=128, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+TINY = tiny_gpt_config(context_length=128, emb_dim=16, n_heads=2, n_layers=1)
 RECORD = {"instruction": "Name a primary color.", "input": "", "output": "Red is a primary color."}
 
 
@@ -421,6 +424,8 @@ def test_stream_token_ids_yields_the_tokens_of_generate(tiny_model):
         next(stream_token_ids(tiny_model, torch.zeros((2, 3), dtype=torch.long), 4, 32))
     with pytest.raises(ValueError, match="temperature must be"):
         next(stream_token_ids(tiny_model, prompt, 4, 32, temperature=-1.0))
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0, got -1"):
+        next(stream_token_ids(tiny_model, prompt, -1, 32))  # fault test: once yielded nothing
 
 
 text_without_surrogates = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
@@ -639,10 +644,19 @@ def test_cli_finetune_respond_evaluate(tmp_path, cli_env, fake_ollama, monkeypat
                "--epochs", "1", "--mask-instruction", env=cli_env, cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "TEST MODE" in out.stderr and "prompt tokens masked" in out.stdout
-    info = json.loads((tmp_path / "ckpt" / "finetune.json").read_text())
-    assert info["mask_instruction"] is True and info["train_examples"] == 8
     meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert meta["training_state"]["epoch"] == 1
+    info = meta["extra"]  # the fine-tuning record is saved with the checkpoint, atomically
+    assert info["mask_instruction"] is True and info["train_examples"] == 8
+    assert info["split_seed"] == 123 and not (tmp_path / "ckpt" / "finetune.json").exists()
+    # a checkpoint 'finetune' wrote holds only its own files: fine-tuning again may replace it
+    again = _cli("finetune", "--out", "ckpt", "--train-subset", "4", "--val-subset", "4", "--batch-size", "4",
+                 "--epochs", "1", env=cli_env, cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (
+        json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())["extra"]["train_examples"]
+        == 4
+    )
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GPT_COURSE_CACHE", cli_env["GPT_COURSE_CACHE"])
@@ -781,11 +795,6 @@ def test_cli_evaluate_when_the_judge_stops_or_gives_no_score(tmp_path, fake_olla
 def test_cli_answers_user_errors_in_one_line(tmp_path, tiny_checkpoint):
     from ch07_instruction.__main__ import main
 
-    folder = tmp_path / "damaged"
-    shutil.copytree(tiny_checkpoint, folder)
-    (folder / "finetune.json").write_text("{", encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"error: .*finetune\.json is not valid JSON"):
-        main(["respond", "--checkpoint", str(folder), "--out", str(tmp_path / "a.json")])
     (tmp_path / "none.json").write_text("[]", encoding="utf-8")
     with pytest.raises(SystemExit, match="error: .*none.json holds no answers"):
         main(["evaluate", "--responses", str(tmp_path / "none.json"), "--no-judge"])
@@ -795,3 +804,195 @@ def test_cli_answers_user_errors_in_one_line(tmp_path, tiny_checkpoint):
     with pytest.raises(SystemExit, match="error: the validation set is empty"):
         main([*tune, "--train-subset", "8", "--val-subset", "0"])
     assert not (tmp_path / "ckpt").exists()
+
+
+# --- fault tests: empty input, output paths, damaged checkpoints, the judge's address -----------
+# Before these fixes the command line answered nothing and saved "[]", refused a folder of
+# earlier runs only after training (and then its own checkpoint, because of finetune.json), wrote
+# a folder given as --out only after all the work, and the judge followed redirects anywhere.
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _records(n):
+    return [
+        {"instruction": f"Name color {i}.", "input": "", "output": f"Color {i}."} for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("records", [0, 5])  # 5 records leave no test set: 10% of 5 rounds to 0
+def test_cli_respond_refuses_to_answer_nothing(tmp_path, tiny_checkpoint, records):
+    from ch07_instruction.__main__ import main
+
+    data = write_json_atomically(tmp_path / "data.json", _records(records))
+    out = tmp_path / "answers.json"
+    expected = rf"error: no test instructions to answer: .*data\.json holds {records} records"
+    with pytest.raises(SystemExit, match=expected):
+        main(
+            [
+                "respond",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+            ]
+        )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])  # before: 0 saved "[]", -1 silently dropped one
+def test_cli_respond_limit_must_be_positive(tmp_path, tiny_checkpoint, capsys, limit):
+    from ch07_instruction.__main__ import main
+
+    out = tmp_path / "answers.json"
+    with pytest.raises(SystemExit) as exited:
+        main(["respond", "--checkpoint", str(tiny_checkpoint), "--limit", limit, "--out", str(out)])
+    assert exited.value.code == 2
+    assert f"--limit: must be a positive number, got {limit}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_json_out_that_is_a_folder_is_refused_before_any_work(tmp_path, tiny_checkpoint, monkeypatch):  # fmt: skip
+    from ch07_instruction import instruction
+    from ch07_instruction.__main__ import main
+
+    folder = tmp_path / "runs"
+    (folder / "earlier").mkdir(parents=True)
+
+    def answer(*args, **kwargs):
+        raise AssertionError("answered the test set although --out is a folder")
+
+    monkeypatch.setattr(instruction, "generate_responses", answer)
+    expected = r"error: .*runs is a folder; --out names a JSON file"
+    with pytest.raises(SystemExit, match=expected):
+        main(
+            ["respond", "--checkpoint", str(tiny_checkpoint), "--limit", "1", "--out", str(folder)]
+        )
+    responses = save_responses(tmp_path / "answers.json", ANSWERED)
+    with pytest.raises(SystemExit, match=expected):
+        main(["evaluate", "--responses", str(responses), "--no-judge", "--out", str(folder)])
+    assert [p.name for p in folder.iterdir()] == ["earlier"]
+
+
+@pytest.mark.parametrize("kind", ["folder of earlier runs", "file"])
+def test_cli_finetune_refuses_a_foreign_out_before_reading_data(tmp_path, kind):
+    from ch07_instruction.__main__ import main
+
+    out = tmp_path / "runs"
+    if kind == "file":
+        out.write_text("mine", encoding="utf-8")
+    else:
+        (out / "first").mkdir(parents=True)
+        (out / "first" / "notes.txt").write_text("mine", encoding="utf-8")
+    # --data names no file: the refusal must come before the data (or GPT-2) is read
+    with pytest.raises(SystemExit) as exited:
+        main(["finetune", "--out", str(out), "--data", str(tmp_path / "missing.json")])
+    message = str(exited.value.code)
+    assert message.startswith(f"error: {out} ") and "missing.json" not in message
+    kept = out if kind == "file" else out / "first" / "notes.txt"
+    assert kept.read_text(encoding="utf-8") == "mine"
+
+
+def test_cli_respond_uses_the_split_seed_saved_with_the_checkpoint(tmp_path, tiny_model):
+    from ch07_instruction.__main__ import main
+
+    folder = save_checkpoint(tmp_path / "ckpt", tiny_model, config=config_from_model(tiny_model),
+                             extra={"split_seed": 7})  # fmt: skip
+    out = tmp_path / "answers.json"
+    args = ["respond", "--checkpoint", str(folder), "--limit", "1", "--max-new-tokens", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    _, _, test = split_instruction_data(load_instruction_data(fetch("instruction-data")), seed=7)
+    assert [entry["instruction"] for entry in load_responses(out)] == [test[0]["instruction"]]
+
+
+@pytest.mark.parametrize("seed", ["7", 1.5, True, None])
+def test_cli_respond_refuses_a_damaged_split_seed(tmp_path, tiny_model, seed):
+    from ch07_instruction.__main__ import main
+
+    folder = save_checkpoint(tmp_path / "ckpt", tiny_model, config=config_from_model(tiny_model),
+                             extra={"split_seed": seed})  # fmt: skip
+    out = tmp_path / "answers.json"
+    with pytest.raises(SystemExit, match=r"records the split seed .*not a whole number; pass --split-seed"):  # fmt: skip
+        main(["respond", "--checkpoint", str(folder), "--limit", "1", "--out", str(out)])
+    assert not out.exists()
+    # --split-seed overrides the damaged record
+    main(["respond", "--checkpoint", str(folder), "--limit", "1", "--max-new-tokens", "1",
+          "--split-seed", "7", "--out", str(out)])  # fmt: skip
+    assert len(load_responses(out)) == 1
+
+
+def _rewrite_json(path, change):
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(change(meta)), encoding="utf-8")
+
+
+def _truncate(path, size):
+    data = path.read_bytes()
+    path.write_bytes(data[:size] if size >= 0 else data[: len(data) // 2])
+
+
+DAMAGED_CHECKPOINTS = {  # what is wrong -> how to do it to a copy of a good checkpoint
+    "truncated weights": lambda folder: _truncate(folder / "model.safetensors", -1),
+    "weights cut inside the header": lambda folder: _truncate(folder / "model.safetensors", 20),
+    "empty weights": lambda folder: _truncate(folder / "model.safetensors", 0),
+    "cut-off checkpoint.json": lambda folder: _truncate(folder / "checkpoint.json", -1),
+    "checkpoint.json not an object": lambda folder: _rewrite_json(
+        folder / "checkpoint.json", lambda meta: [meta]
+    ),
+    "config not an object": lambda folder: _rewrite_json(
+        folder / "checkpoint.json", lambda meta: {**meta, "config": "124M"}
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_CHECKPOINTS)
+def test_cli_respond_on_a_damaged_checkpoint_is_one_error_line(tmp_path, tiny_checkpoint, cli_env, damage):  # fmt: skip
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_checkpoint, folder)
+    DAMAGED_CHECKPOINTS[damage](folder)
+    out = tmp_path / "answers.json"
+    done = run_module("ch07_instruction", "respond", "--checkpoint", str(folder), "--limit", "1",
+                      "--out", str(out), env=cli_env, timeout=300)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and str(folder) in line  # it names what is damaged
+    assert not out.exists()
+
+
+def test_cli_evaluate_refuses_a_judge_address_that_is_not_http(tmp_path, fake_ollama):
+    from ch07_instruction.__main__ import main
+
+    responses = save_responses(tmp_path / "answers.json", ANSWERED)
+    with pytest.raises(
+        SystemExit, match=r"error: 'file:///etc/passwd' is not an http:// or https://"
+    ):
+        main(["evaluate", "--responses", str(responses), "--ollama-url", "file:///etc/passwd"])
+
+
+def test_cli_evaluate_takes_no_grade_through_a_redirect(tmp_path, fake_ollama, capsys):
+    from ch07_instruction.__main__ import main
+
+    responses = save_responses(tmp_path / "answers.json", ANSWERED)
+    scores = tmp_path / "scores.json"
+    with running_redirect(fake_ollama.url) as redirect:  # fake_ollama would grade every answer 87
+        evaluate = ["evaluate", "--responses", str(responses), "--out", str(scores)]
+        assert main([*evaluate, "--ollama-url", redirect.url]) == 0
+    out = capsys.readouterr().out
+    assert "LLM judge skipped" in out and "redirect" in out and "87" not in out
+    assert "judge_scores" not in json.loads(scores.read_text()) and fake_ollama.requests == []
+
+
+def test_readme_names_the_commands_that_exist():
+    from ch07_instruction.__main__ import COMMANDS
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for command in re.findall(r"python -m ch07_instruction (\S+)", readme):
+        assert command in COMMANDS or command.startswith("--"), command
+    (listing,) = [
+        line for line in readme.splitlines() if "python -m ch07_instruction --help" in line
+    ]
+    named = set(re.findall(r"[a-z]+", listing.split("#", 1)[1]))
+    assert set(COMMANDS) <= named and "answer" not in named
+    assert "jupyter lab --allow-root" in readme  # JupyterLab refuses to start as root without it
