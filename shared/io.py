@@ -145,9 +145,9 @@ def _written_here(folder: Path) -> set[str] | None:
     # The names atomic_folder wrote into ``folder`` (from its marker), or None.
     marker = folder / MARKER_NAME
     if not marker.exists():
-        names = {entry.name for entry in folder.iterdir() if entry.is_file()}
-        everything = {entry.name for entry in folder.iterdir()}
-        if names == everything and names <= _UNMARKED_FILES and names & _UNMARKED_METADATA:
+        entries = list(folder.iterdir())
+        names = {entry.name for entry in entries if entry.is_file()}
+        if len(names) == len(entries) and names <= _UNMARKED_FILES and names & _UNMARKED_METADATA:
             return names  # saved by an earlier version of the course
         return None
     try:
