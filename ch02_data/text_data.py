@@ -6,6 +6,7 @@
 Exported from the cells of ch02_data/ch02.ipynb marked '#| export'.
 """
 
+import collections
 import re
 from collections.abc import Sequence
 
@@ -19,8 +20,10 @@ __all__ = [
     "SimpleTokenizerV2",
     "TOKEN_PATTERN",
     "UNKNOWN_TOKEN",
+    "apply_bpe_merges",
     "build_vocab",
     "create_dataloader",
+    "learn_bpe_merges",
     "seeded_dataloader",
     "simple_tokenize",
 ]
@@ -49,7 +52,7 @@ def build_vocab(tokens, special_tokens=()) -> dict[str, int]:
 
 
 # -- ch02.ipynb, "2.3 From tokens to ids: a vocabulary" --
-# A space before these marks is removed when decoding ("Hello , world ." -> "Hello, world.").
+# A space before these marks is removed when decoding ("Well , the kettle ." -> "Well, the kettle.").
 _SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?_!"()\'])')
 
 
@@ -95,6 +98,50 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
     def encode(self, text: str) -> list[int]:
         unk = self.str_to_int[UNKNOWN_TOKEN]
         return [self.str_to_int.get(t, unk) for t in simple_tokenize(text)]
+
+
+# -- ch02.ipynb, "2.5 Byte-pair encoding" --
+def _merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """Replace each adjacent occurrence of ``pair`` in ``symbols`` by the joined symbol."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
+
+
+def learn_bpe_merges(word_counts: dict[str, int], num_merges: int) -> list[tuple[str, str]]:
+    """Learn up to ``num_merges`` byte-pair merges from words and their counts.
+
+    Every word starts as its characters. Each round merges the most frequent adjacent pair
+    of symbols (ties: the alphabetically first pair) in every word. Stops early when every
+    word is one symbol. Returns the merges in the order they were learned.
+    """
+    corpus = {tuple(word): count for word, count in word_counts.items()}
+    merges = []
+    for _ in range(num_merges):
+        pairs = collections.Counter()
+        for symbols, count in corpus.items():
+            for pair in zip(symbols, symbols[1:], strict=False):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = max(sorted(pairs), key=pairs.__getitem__)
+        merges.append(best)
+        corpus = {_merge_pair(symbols, best): count for symbols, count in corpus.items()}
+    return merges
+
+
+def apply_bpe_merges(word: str, merges) -> list[str]:
+    """Split ``word`` into characters, then apply ``merges`` one after the other, in order."""
+    symbols = tuple(word)
+    for pair in merges:
+        symbols = _merge_pair(symbols, pair)
+    return list(symbols)
 
 
 # -- ch02.ipynb, "2.6 Input–target pairs with a sliding window" --

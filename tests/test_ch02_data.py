@@ -13,25 +13,28 @@ from ch02_data.text_data import (
     GPTDataset,
     SimpleTokenizerV1,
     SimpleTokenizerV2,
+    apply_bpe_merges,
     build_vocab,
     create_dataloader,
+    learn_bpe_merges,
     simple_tokenize,
 )
 
-TEXT = 'Hello, world. Is this-- a test? "Yes," she said.'
+TEXT = 'Well, the kettle. Is it-- boiling yet? "No," he sighed.'
 
 
 def test_simple_tokenize_splits_punctuation_and_drops_whitespace():
-    assert simple_tokenize("Hello, world.  Is this-- a\ttest?") == [
-        "Hello",
+    assert simple_tokenize("Well, the kettle.  Is it-- boiling\tyet?") == [
+        "Well",
         ",",
-        "world",
+        "the",
+        "kettle",
         ".",
         "Is",
-        "this",
+        "it",
         "--",
-        "a",
-        "test",
+        "boiling",
+        "yet",
         "?",
     ]
     assert simple_tokenize("   ") == []
@@ -46,20 +49,52 @@ def test_build_vocab_is_sorted_and_appends_special_tokens():
 
 def test_v1_round_trip_and_unknown_token_error():
     tokenizer = SimpleTokenizerV1(build_vocab(simple_tokenize(TEXT)))
-    ids = tokenizer.encode("Hello, world.")
-    assert tokenizer.decode(ids) == "Hello, world."
-    with pytest.raises(KeyError, match="'tea'.*SimpleTokenizerV2"):
-        tokenizer.encode("Hello tea")
+    ids = tokenizer.encode("Well, the kettle.")
+    assert tokenizer.decode(ids) == "Well, the kettle."
+    with pytest.raises(KeyError, match="'soup'.*SimpleTokenizerV2"):
+        tokenizer.encode("kettle soup")
 
 
 def test_v2_maps_unknown_tokens_and_requires_unk_entry():
     vocab = build_vocab(simple_tokenize(TEXT), special_tokens=[UNKNOWN_TOKEN, END_OF_TEXT])
     tokenizer = SimpleTokenizerV2(vocab)
-    ids = tokenizer.encode("Hello tea <|endoftext|> world")
-    assert ids == [vocab["Hello"], vocab[UNKNOWN_TOKEN], vocab[END_OF_TEXT], vocab["world"]]
-    assert tokenizer.decode(ids) == "Hello <|unk|> <|endoftext|> world"
+    ids = tokenizer.encode("kettle soup <|endoftext|> yet")
+    assert ids == [vocab["kettle"], vocab[UNKNOWN_TOKEN], vocab[END_OF_TEXT], vocab["yet"]]
+    assert tokenizer.decode(ids) == "kettle <|unk|> <|endoftext|> yet"
     with pytest.raises(ValueError, match="no '<\\|unk\\|>' entry"):
         SimpleTokenizerV2(build_vocab(["a"]))
+
+
+# --- byte-pair merges ----------------------------------------------------------
+
+
+def test_learn_bpe_merges_takes_the_most_frequent_pair_first():
+    counts = {"lower": 5, "lowest": 2, "newer": 6, "wider": 3}
+    merges = learn_bpe_merges(counts, num_merges=5)
+    assert merges == [("e", "r"), ("w", "er"), ("l", "o"), ("e", "wer"), ("n", "ewer")]
+    assert apply_bpe_merges("newer", merges) == ["newer"]
+    assert apply_bpe_merges("lowest", merges) == ["lo", "w", "e", "s", "t"]
+    # a new word is split by the same merges, in the order they were learned
+    assert apply_bpe_merges("renewer", merges) == ["r", "e", "newer"]
+    # ties go to the alphabetically first pair; learning stops when every word is one symbol
+    assert learn_bpe_merges({"ab": 1, "cd": 1}, num_merges=10) == [("a", "b"), ("c", "d")]
+    assert apply_bpe_merges("", merges) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(st.text("abc", min_size=1, max_size=8), st.integers(1, 9), max_size=6),
+    st.text("abcd", max_size=12),
+    st.integers(min_value=0, max_value=12),
+)
+def test_bpe_pieces_always_join_back_into_the_word(counts, word, num_merges):
+    merges = learn_bpe_merges(counts, num_merges)
+    assert len(merges) <= num_merges
+    pieces = apply_bpe_merges(word, merges)
+    assert "".join(pieces) == word
+    # every piece is a single character or a symbol that one of the merges built
+    built = {"".join(pair) for pair in merges}
+    assert all(len(piece) == 1 or piece in built for piece in pieces)
 
 
 # --- sliding windows as properties --------------------------------------------
