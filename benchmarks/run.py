@@ -1,6 +1,6 @@
 """Side-by-side speed and memory benchmarks of the course's GPT-2 code.
 
-    python benchmarks/run.py [--quick] [--only decode,train,load] [--out PATH]
+    python benchmarks/run.py [--quick] [--only decode,train,load,tokenizer] [--out PATH]
 
 Prints a table per benchmark and a table of targets, and writes everything (settings,
 machine, raw samples, ratios, targets) to a JSON summary. Every ratio is computed against
@@ -21,17 +21,19 @@ from pathlib import Path
 import torch
 from bench_utils import REPO_ROOT, load_average, machine_info, quiet_transformers, write_random_gpt2
 
-BENCHMARKS = ("decode", "train", "load")
+BENCHMARKS = ("decode", "train", "load", "tokenizer")
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "summary.json"
 FULL = {
     "decode": {"new_tokens": 200, "repeats": 3, "warmup_tokens": 8},
     "train": {"batch_size": 2, "seq_len": 256, "warmup_steps": 1, "timed_steps": 5},
     "load": {"repeats": 3, "warmup": True},
+    "tokenizer": {"copies": 1, "repeats": 7},
 }
 QUICK = {  # a smoke check: same code paths, fewer tokens and repeats
     "decode": {"new_tokens": 24, "repeats": 1, "warmup_tokens": 4},
     "train": {"batch_size": 2, "seq_len": 64, "warmup_steps": 1, "timed_steps": 2},
     "load": {"repeats": 1, "warmup": False},
+    "tokenizer": {"copies": 1, "repeats": 1},
 }
 
 
@@ -432,6 +434,18 @@ def report(summary: dict) -> str:
                 rows,
             )
         )
+    if "tokenizer" in results:
+        from bench_tokenizer import tokenizer_rows
+
+        tok = results["tokenizer"]
+        parts.append(
+            f"\nTokenizer: encode {tok['characters']:,} characters ({tok['tokens']:,} GPT-2 "
+            f"tokens) of {tok['text']}, median of {tok['settings']['repeats']}; the ratio is "
+            "reported, not a target\n"
+            + format_table(
+                ["variant", "tokens/s", "ms per encode", "vs tiktoken"], tokenizer_rows(tok)
+            )
+        )
     rows = [
         [
             t["id"],
@@ -470,8 +484,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gpt-benchmark-") as tmp:
-        print("writing a random GPT-2 124M checkpoint ...", file=sys.stderr, flush=True)
-        folder = write_random_gpt2(Path(tmp) / "gpt2-124M-random")
+        folder = None  # the tokenizer benchmark needs no checkpoint
+        if set(args.selected) - {"tokenizer"}:
+            print("writing a random GPT-2 124M checkpoint ...", file=sys.stderr, flush=True)
+            folder = write_random_gpt2(Path(tmp) / "gpt2-124M-random")
         for name in args.selected:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             if name == "decode":
@@ -482,10 +498,14 @@ def main(argv=None) -> int:
                 from bench_train import run_train
 
                 results[name] = run_train(folder, **settings[name])
-            else:
+            elif name == "load":
                 from bench_load import run_load
 
                 results[name] = run_load(folder, **settings[name], threads=args.threads)
+            else:
+                from bench_tokenizer import run_tokenizer
+
+                results[name] = run_tokenizer(**settings[name])
             results[name]["load_average_after"] = load_average()
 
     checks = [check for result in results.values() for check in result.pop("checks")]
