@@ -113,6 +113,15 @@ RESOURCES: dict[str, Resource] = {
             description="1,100 instruction/input/output records for instruction fine-tuning",
         ),
         Resource(
+            name="instruction-data-with-preference",
+            filename="instruction-data-with-preference.json",
+            sha256="305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+            urls=(
+                f"{_BOOK_RAW}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
+            ),
+            description="1,100 instruction records with a chosen and a rejected response (for DPO)",
+        ),
+        Resource(
             name="gpt2-encoder-json",
             filename="encoder.json",
             sha256="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
