@@ -26,12 +26,19 @@ from shared.resources import ResourceUnavailableError, cache_dir
 from shared.settings import MODE_ENV_VAR, get_settings
 
 __all__ = [
+    "DECODER_HUB_REPOS",
+    "DECODER_STANDIN_CONFIGS",
     "GPT2_HUB_REPOS",
     "STANDIN_CONFIG",
+    "STANDIN_SPECIAL_TOKENS",
+    "DecoderCheckpoint",
     "GPT2Checkpoint",
     "SafetensorsReader",
+    "decoder_checkpoint",
+    "download_decoder",
     "download_gpt2",
     "gpt2_checkpoint",
+    "write_standin_decoder",
     "write_standin_gpt2",
 ]
 
@@ -226,28 +233,39 @@ def download_gpt2(size: str = "124M") -> Path:
     with ``HF_HUB_OFFLINE`` set or the Hub out of reach, it raises
     ``ResourceUnavailableError`` at once, saying what to do.
     """
+    if size not in GPT2_HUB_REPOS:
+        raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_HUB_REPOS)}")
+    return _hub_files(
+        GPT2_HUB_REPOS[size], _CHECKPOINT_FILES, lambda reason: _hub_unavailable(size, reason)
+    )
+
+
+def _hub_files(repo: str, files, unavailable, revision: str | None = None) -> Path:
+    """The folder holding ``files`` of the Hub ``repo``: from the cache, else downloaded.
+
+    ``unavailable(reason)`` builds the error raised when the files cannot be had.
+    """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    if size not in GPT2_HUB_REPOS:
-        raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {', '.join(GPT2_HUB_REPOS)}")
-    repo = GPT2_HUB_REPOS[size]
     try:  # the cache first: no network, no retries
-        paths = [hf_hub_download(repo, name, local_files_only=True) for name in _CHECKPOINT_FILES]
+        paths = [
+            hf_hub_download(repo, name, revision=revision, local_files_only=True) for name in files
+        ]
         return Path(paths[0]).parent
     except LocalEntryNotFoundError:
         pass
     if _hub_offline_mode():
-        raise _hub_unavailable(size, "HF_HUB_OFFLINE is set and the files are not in its cache")
+        raise unavailable("HF_HUB_OFFLINE is set and the files are not in its cache")
     unreachable = _hub_unreachable()
     if unreachable:
-        raise _hub_unavailable(size, unreachable)
-    try:
-        hf_hub_download(repo, "config.json")
-        return Path(hf_hub_download(repo, "model.safetensors")).parent
+        raise unavailable(unreachable)
+    try:  # the small files first, the weights last
+        paths = [hf_hub_download(repo, name, revision=revision) for name in reversed(files)]
+        return Path(paths[-1]).parent
     except Exception as err:  # connection, offline-mode and HTTP errors of the Hub client
         reason = " ".join(str(err).split())  # the client's messages span several lines
-        raise _hub_unavailable(size, f"{type(err).__name__}: {reason}") from err
+        raise unavailable(f"{type(err).__name__}: {reason}") from err
 
 
 def SafetensorsReader(path):  # noqa: N802 -- kept under the class name chapter 5 once used
@@ -260,3 +278,163 @@ def SafetensorsReader(path):  # noqa: N802 -- kept under the class name chapter 
     from safetensors import safe_open
 
     return safe_open(str(path), framework="pt")
+
+
+# --- Llama 3 and Qwen3 (the bonus notebook ch05_pretraining/modern_llms.ipynb) ----------
+
+# Hub repositories of the two modern models the course loads. Llama 3.2 is gated: accept
+# Meta's licence on its model page and log in (``hf auth login`` or ``HF_TOKEN``) first.
+DECODER_HUB_REPOS = {
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
+}
+_DECODER_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+
+# The stand-ins: each model's layout (GQA, RoPE, SwiGLU, tied embeddings; Llama 3's RoPE
+# scaling, Qwen3's query/key norms and head_dim wider than hidden_size / heads), tiny.
+# original_max_position_embeddings is small so that the scaling matters within 256 tokens.
+_STANDIN_SHARED = {
+    "vocab_size": 512,  # 256 bytes + the chat templates' special tokens, with room to spare
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": True,
+}
+DECODER_STANDIN_CONFIGS = {
+    "qwen3-0.6b": {
+        **_STANDIN_SHARED,
+        "model_type": "qwen3",
+        "head_dim": 32,
+        "rope_theta": 1_000_000.0,
+        "rms_norm_eps": 1e-6,
+    },
+    "llama-3.2-1b": {
+        **_STANDIN_SHARED,
+        "model_type": "llama",
+        "head_dim": 16,
+        "rope_theta": 500_000.0,
+        "rms_norm_eps": 1e-5,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    },
+}
+# The special tokens of both chat templates, given ids 256.. in the stand-in tokenizer.
+STANDIN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+)
+
+
+@dataclass(frozen=True)
+class DecoderCheckpoint:
+    folder: Path  # holds model.safetensors, config.json and tokenizer.json
+    name: str  # "qwen3-0.6b" or "llama-3.2-1b"
+    is_standin: bool
+
+    @property
+    def description(self) -> str:
+        repo = DECODER_HUB_REPOS[self.name]
+        if self.is_standin:
+            cfg = DECODER_STANDIN_CONFIGS[self.name]
+            return (
+                f"TEST MODE: a small stand-in for {repo} (random weights, "
+                f"{cfg['num_hidden_layers']} layers, {cfg['hidden_size']}-dim, a byte-level "
+                "tokenizer), written by transformers; in full mode this loads the real model"
+            )
+        return f"Loading {repo} from {self.folder}"
+
+
+def write_standin_decoder(name: str, folder: Path, seed: int = STANDIN_SEED) -> Path:
+    """Write the stand-in for ``name`` with ``transformers`` (and its tokenizer) into ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    config = dict(DECODER_STANDIN_CONFIGS[name])
+    config_class, model_class = {
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+        "llama": (LlamaConfig, LlamaForCausalLM),
+    }[config.pop("model_type")]
+    eos = STANDIN_SPECIAL_TOKENS.index("<|im_end|>" if name.startswith("qwen") else "<|eot_id|>")
+    model = model_class(config_class(**config, bos_token_id=None, eos_token_id=256 + eos))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param_name, param in sorted(model.named_parameters()):
+            if param_name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        _standin_tokenizer().save(str(Path(tmp) / "tokenizer.json"))
+    return Path(folder)
+
+
+def _standin_tokenizer():
+    """A byte-level tokenizer (one token per byte, no merges) plus the chat special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())  # 256 printable stand-ins for bytes
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(byte_chars)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(list(STANDIN_SPECIAL_TOKENS))  # ids 256, 257, ...
+    return tokenizer
+
+
+def _decoder_standin_folder(name: str) -> Path:
+    folder = cache_dir() / f"{name}-standin"
+    config = folder / "config.json"
+    expected = {k: v for k, v in DECODER_STANDIN_CONFIGS[name].items() if isinstance(v, int | str)}
+    if all((folder / file).is_file() for file in _DECODER_FILES):
+        stored = read_json(config, f"stand-in {name} config")
+        if all(stored.get(k) == v for k, v in expected.items()):
+            return folder
+    return write_standin_decoder(name, folder)
+
+
+def download_decoder(name: str, revision: str | None = None) -> Path:
+    """Download ``name``'s weights, config and tokenizer once (see ``download_gpt2``).
+
+    ``revision`` pins a commit of the Hub repository (default: its main branch).
+    """
+    from huggingface_hub import constants
+
+    if name not in DECODER_HUB_REPOS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(DECODER_HUB_REPOS)}")
+    repo = DECODER_HUB_REPOS[name]
+    gated = " (a gated model: accept its licence on the Hub and log in)" if "llama" in name else ""
+
+    def unavailable(reason: str) -> ResourceUnavailableError:
+        return ResourceUnavailableError(
+            f"could not get {repo}{gated} from the Hugging Face Hub: {reason}. Pass a local "
+            f"folder holding {', '.join(_DECODER_FILES)} to load_hf_decoder, or set "
+            f"HF_HUB_OFFLINE=1 with the files already in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}), or use test mode ({MODE_ENV_VAR}=test), which "
+            "loads a small stand-in instead"
+        )
+
+    return _hub_files(repo, _DECODER_FILES, unavailable, revision)
+
+
+def decoder_checkpoint(name: str = "qwen3-0.6b") -> DecoderCheckpoint:
+    """The checkpoint of ``name``: the Hub download in full mode, the stand-in in test mode."""
+    if name not in DECODER_HUB_REPOS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(DECODER_HUB_REPOS)}")
+    if get_settings().gpt2_source == "standin":
+        return DecoderCheckpoint(_decoder_standin_folder(name), name, is_standin=True)
+    return DecoderCheckpoint(download_decoder(name), name, is_standin=False)
