@@ -78,11 +78,13 @@ def response_log_probs(logits, targets, ignore_index: int = -100):
     ``custom_collate_fn`` builds them with ``mask_instruction=True``: then only the response
     tokens (and the end-of-text token that closes the response) count. Returns (batch,).
     """
-    log_probs = torch.log_softmax(logits, dim=-1)  # (batch, tokens, vocab)
     kept = targets != ignore_index  # (batch, tokens)
-    safe_targets = targets.masked_fill(~kept, 0)  # any valid id; these positions are dropped
-    picked = log_probs.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)  # (batch, tokens)
-    return torch.where(kept, picked, 0.0).sum(dim=-1)
+    # normalize only the scored positions: (scored, vocab), far fewer rows than batch * tokens
+    log_probs = torch.log_softmax(logits[kept], dim=-1)
+    picked = log_probs.gather(-1, targets[kept].unsqueeze(-1)).squeeze(-1)  # (scored,)
+    rows = kept.nonzero()[:, 0]  # the row of each scored position
+    sums = torch.zeros(targets.shape[0], dtype=picked.dtype, device=picked.device)
+    return sums.index_add(0, rows, picked)  # (batch,): each row's scored positions, summed
 
 
 # -- dpo.ipynb, "The loss" --
