@@ -103,31 +103,49 @@ def write_standin_gpt2(folder: Path, seed: int = STANDIN_SEED) -> Path:
     The weights are drawn from our own seeded generator (not transformers' initialiser) so
     the file is identical across transformers versions.
     """
-    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(**STANDIN_CONFIG))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(0.02 * torch.randn(param.shape, generator=generator))
+    norms = ("ln_1.weight", "ln_2.weight", "ln_f.weight")
+    _fill_seeded(model, seed, is_norm=lambda name: name.endswith(norms), std=0.02)
     with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
     return Path(folder)
 
 
-def _standin_folder() -> Path:
-    folder = cache_dir() / "gpt2-standin"
-    config = folder / "config.json"
-    expected = {k: v for k, v in STANDIN_CONFIG.items()}
-    if config.is_file() and (folder / "model.safetensors").is_file():
-        stored = read_json(config, "stand-in GPT-2 config")
+def _fill_seeded(model, seed: int, is_norm, std: float) -> None:
+    """Overwrite every parameter from one seeded generator, in name order.
+
+    Norm scales (``is_norm(name)``) are drawn around 1, everything else around 0 with ``std``.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if is_norm(name):
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(std * torch.randn(param.shape, generator=generator))
+
+
+def _cached_standin(folder: Path, files, expected: dict, what: str, write) -> Path:
+    """``folder`` when it holds ``files`` and its config.json has the ``expected`` values;
+    otherwise the stand-in is written again there by ``write()`` (a stale or damaged one too).
+    """
+    if all((folder / file).is_file() for file in files):
+        stored = read_json(folder / "config.json", what)
         if all(stored.get(k) == v for k, v in expected.items()):
             return folder
-    return write_standin_gpt2(folder)
+    return write()
+
+
+def _standin_folder() -> Path:
+    folder = cache_dir() / "gpt2-standin"
+    return _cached_standin(
+        folder, ("config.json", "model.safetensors"), STANDIN_CONFIG, "stand-in GPT-2 config",
+        write=lambda: write_standin_gpt2(folder),
+    )  # fmt: skip
 
 
 def gpt2_checkpoint(spec: str | os.PathLike = "124M") -> GPT2Checkpoint:
@@ -361,7 +379,6 @@ class DecoderCheckpoint:
 
 def write_standin_decoder(name: str, folder: Path, seed: int = STANDIN_SEED) -> Path:
     """Write the stand-in for ``name`` with ``transformers`` (and its tokenizer) into ``folder``."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     config = dict(DECODER_STANDIN_CONFIGS[name])
@@ -371,13 +388,7 @@ def write_standin_decoder(name: str, folder: Path, seed: int = STANDIN_SEED) -> 
     }[config.pop("model_type")]
     eos = STANDIN_SPECIAL_TOKENS.index("<|im_end|>" if name.startswith("qwen") else "<|eot_id|>")
     model = model_class(config_class(**config, bos_token_id=None, eos_token_id=256 + eos))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param_name, param in sorted(model.named_parameters()):
-            if param_name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    _fill_seeded(model, seed, is_norm=lambda name: name.endswith("norm.weight"), std=0.05)
     with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         _standin_tokenizer().save(str(Path(tmp) / "tokenizer.json"))
@@ -398,13 +409,11 @@ def _standin_tokenizer():
 
 def _decoder_standin_folder(name: str) -> Path:
     folder = cache_dir() / f"{name}-standin"
-    config = folder / "config.json"
     expected = {k: v for k, v in DECODER_STANDIN_CONFIGS[name].items() if isinstance(v, int | str)}
-    if all((folder / file).is_file() for file in _DECODER_FILES):
-        stored = read_json(config, f"stand-in {name} config")
-        if all(stored.get(k) == v for k, v in expected.items()):
-            return folder
-    return write_standin_decoder(name, folder)
+    return _cached_standin(
+        folder, _DECODER_FILES, expected, f"stand-in {name} config",
+        write=lambda: write_standin_decoder(name, folder),
+    )  # fmt: skip
 
 
 def download_decoder(name: str, revision: str | None = None) -> Path:
