@@ -136,6 +136,7 @@ class _Run:
     steps_done: int
     tokens_seen: int
     history: list
+    checkpoint_step: int | None  # steps done at the checkpoint on disk (None: none yet)
 
     @property
     def is_main(self) -> bool:  # only process 0 writes the log and checkpoints
@@ -234,6 +235,7 @@ def _start_run(cfg: PretrainConfig, data_dir, out_dir, device, resume: bool, tok
         data_id=data_id, raw_model=raw_model, model=model, ddp_model=ddp_model,
         optimizer=optimizer, autocast_dtype=autocast_dtype, saved_cfg=saved_cfg,
         steps_done=steps_done, tokens_seen=tokens_seen, history=history,
+        checkpoint_step=steps_done if resume else None,
     )  # fmt: skip
 
 
@@ -272,15 +274,35 @@ def _optimizer_step(run: _Run, step: int) -> tuple[float, float, torch.Tensor]:
         dist.all_reduce(loss_sum)  # sum over processes
     step_loss = loss_sum.item() / (run.accumulation * run.world)
     if not math.isfinite(step_loss):
-        raise NonFiniteLossError(
-            f"the training loss became {step_loss} at step {step + 1}; continue from the last "
-            f"checkpoint in {run.checkpoint_dir} with a lower learning rate (--resume --max-lr "
-            f"{cfg.max_lr / 2:g}), or check the shards"
-        )
+        raise _non_finite_loss(run, step_loss, step + 1)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), cfg.grad_clip)
     run.optimizer.step()
     run.steps_done, run.tokens_seen = step + 1, run.tokens_seen + cfg.tokens_per_step
     return lr, step_loss, grad_norm
+
+
+# -- corpus.ipynb, "The training loop" --
+def _non_finite_loss(run: _Run, loss: float, step: int) -> NonFiniteLossError:
+    # The error for a non-finite loss at `step` (counting from 1), with advice that works.
+    lower, saved = f"--max-lr {run.cfg.max_lr / 2:g}", run.checkpoint_step
+    if saved is None:  # nothing to resume, and a fresh run may use this folder
+        advice = (
+            f"no checkpoint was written yet: run the same command again with {lower} "
+            f"(the new run rewrites {run.log_path})"
+        )
+    elif saved < step - 1:
+        advice = (
+            f"continue from the checkpoint of step {saved} in {run.checkpoint_dir} with a "
+            f"lower learning rate: the same command with --resume {lower}"
+        )
+    else:  # the checkpoint's weights gave this loss: resuming would repeat it
+        advice = (
+            f"the checkpoint in {run.checkpoint_dir} (step {saved}) holds the weights that gave "
+            f"this loss, so resuming would repeat it: start a new run in another folder "
+            f"(--out NEW_FOLDER {lower}), or delete {run.checkpoint_dir} and run the same "
+            f"command again with {lower}"
+        )
+    return NonFiniteLossError(f"the training loss became {loss} at step {step}; {advice}")
 
 
 # -- corpus.ipynb, "The training loop" --
@@ -318,6 +340,7 @@ def _save(run: _Run) -> None:
                  "data_id": run.data_id, "real_vocab_size": run.tokenizer.n_vocab}  # fmt: skip
         save_checkpoint(run.checkpoint_dir, run.raw_model, run.optimizer,
                         config=run.saved_cfg, extra=extra)  # fmt: skip
+    run.checkpoint_step = run.steps_done
     if run.world > 1:
         dist.barrier()  # nobody runs ahead while the checkpoint is written
 

@@ -540,3 +540,24 @@ def test_cli_train_names_a_text_file_that_is_not_utf8(tmp_path):
 def test_cli_refuses_an_empty_prompt_by_its_name(tmp_path):
     out = _cli("generate", "--gpt2", "124M", "--prompt", "  ", cwd=tmp_path)
     assert out.returncode == 2 and "--prompt: must not be empty" in out.stderr
+
+
+def test_cli_train_without_the_tokenizer_names_vocab_bpe_and_writes_nothing(tmp_path, monkeypatch):
+    # Offline without the BPE files: the course's one tokenizer function raises the course's
+    # resource error, and `train` answers with that one line before it creates anything.
+    import shared.resources
+    from ch05_pretraining.__main__ import main
+
+    def offline():
+        raise shared.resources.ResourceUnavailableError(
+            "tiktoken could not load the GPT-2 encoding: it needs encoder.json and vocab.bpe"
+        )
+
+    monkeypatch.setattr(shared.resources, "gpt2_tokenizer", offline)
+    (tmp_path / "story.txt").write_text("Once upon a time. " * 200, encoding="utf-8")
+    small = "--emb-dim 32 --n-layers 1 --n-heads 2 --context-length 32 --epochs 1".split()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--text", str(tmp_path / "story.txt"), "--out", str(tmp_path / "ckpt"), *small])  # fmt: skip
+    message = str(exited.value.code)
+    assert message.startswith("error: ") and "\n" not in message and "vocab.bpe" in message
+    assert not (tmp_path / "ckpt").exists()

@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -330,8 +332,72 @@ def test_resume_finds_a_checkpoint_cut_off_between_its_renames(shards, tmp_path)
 
 def test_a_non_finite_loss_stops_training_naming_the_step(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "max_lr": 1e30, "warmup_steps": 1, "grad_clip": 1e30})
-    with pytest.raises(NonFiniteLossError, match=r"at step \d+.*--resume --max-lr 5e\+29"):
+    advice = r"at step 2; no checkpoint was written yet: .* again with --max-lr 5e\+29 "
+    with pytest.raises(NonFiniteLossError, match=advice) as err:
         pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False)
+    # checkpoint_every=4: nothing to resume yet, so the advice must not say --resume
+    assert "--resume" not in str(err.value)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["log.jsonl"]
+    # following it (the same folder, no --resume) is accepted; 5e29 is still far too high
+    with pytest.raises(NonFiniteLossError, match=advice.replace("5e\\+29", "2.5e\\+29")):
+        pretrain(replace(cfg, max_lr=5e29), shards, tmp_path / "run", device="cpu", progress=False)
+
+
+def train_following_the_advice(cfg, shards, out, tmp_path) -> list[str]:
+    """Run ``pretrain``; after each non-finite loss, do literally what the error says.
+
+    Returns the messages seen. Any other error (a refused folder, nothing to resume, a
+    refused setting) escapes, and so fails the test.
+    """
+    messages, resume = [], False
+    for _ in range(4):
+        try:
+            pretrain(cfg, shards, out, device="cpu", progress=False, resume=resume)
+            return messages
+        except NonFiniteLossError as err:
+            messages.append(str(err))
+        advised = re.search(r"--max-lr ([0-9.e+-]+)", messages[-1])
+        assert advised, messages[-1]
+        cfg = replace(cfg, max_lr=float(advised.group(1)))
+        resume = "--resume" in messages[-1]
+        if "--out NEW_FOLDER" in messages[-1]:
+            out = tmp_path / f"new-{len(messages)}"
+    pytest.fail("following the advice never got past the non-finite loss:\n" + "\n".join(messages))
+
+
+# The loss becomes NaN at step 11; half the learning rate (from step 9 on, or from the start) is fine.
+NEAR_THE_EDGE = {**TINY, "max_lr": 450.0, "warmup_steps": 1, "grad_clip": 1e30}
+
+
+@pytest.mark.slow
+def test_the_advice_after_a_non_finite_loss_without_a_checkpoint_works(shards, tmp_path):
+    # Nothing was saved before the NaN: the run folder holds only log.jsonl. A fresh run with a
+    # lower --max-lr must be accepted there (advising --resume ends in "nothing to resume").
+    cfg = PretrainConfig(**{**NEAR_THE_EDGE, "checkpoint_every": 100})
+    messages = train_following_the_advice(cfg, shards, tmp_path / "run", tmp_path)
+    assert messages and all("no checkpoint was written yet" in m for m in messages)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint")["extra"]["steps_done"] == 12
+
+
+@pytest.mark.slow
+def test_the_advice_after_a_non_finite_loss_resumes_an_earlier_checkpoint(shards, tmp_path):
+    # The checkpoint of step 8 predates the weights that went bad: resume it, with a lower max_lr.
+    cfg = PretrainConfig(**{**NEAR_THE_EDGE, "checkpoint_every": 4})
+    messages = train_following_the_advice(cfg, shards, tmp_path / "run", tmp_path)
+    assert messages and all("--resume --max-lr" in m for m in messages)
+    loaded = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert loaded["extra"]["steps_done"] == 12 and loaded["extra"]["config"]["max_lr"] < 450
+
+
+@pytest.mark.slow
+def test_the_advice_after_a_non_finite_loss_never_resumes_the_bad_weights(shards, tmp_path):
+    # checkpoint_every=1: the last checkpoint holds the weights that gave the NaN, so resuming
+    # would compute the same loss again; the advice is a fresh run in another folder.
+    cfg = PretrainConfig(**{**NEAR_THE_EDGE, "checkpoint_every": 1})
+    messages = train_following_the_advice(cfg, shards, tmp_path / "run", tmp_path)
+    assert messages and all("--resume" not in m and "--out NEW_FOLDER" in m for m in messages)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint")["extra"]["steps_done"] == 10
+    assert load_checkpoint(tmp_path / "new-1" / "checkpoint")["extra"]["steps_done"] == 12
 
 
 def test_padded_vocabulary_and_tied_weights_train_and_sample(shards, tmp_path):
@@ -355,7 +421,12 @@ def cli_env():
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "max_steps": 40, "checkpoint_every": 5, "eval_every": 10})
-    straight = pretrain(cfg, shards, tmp_path / "straight", device="cpu", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): the same summation order
+    try:
+        straight = pretrain(cfg, shards, tmp_path / "straight", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "ch05_pretraining", "pretrain", "--data", str(shards),
                "--out", str(run), "--device", "cpu", "--no-progress", *cfg.command_line()]  # fmt: skip

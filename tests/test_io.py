@@ -15,6 +15,7 @@ from shared.io import (
     existing_folder,
     read_folder_metadata,
     read_json,
+    resume_folder,
     saved_folder,
     sha256_file,
     write_atomically,
@@ -232,6 +233,20 @@ def test_a_save_after_a_kill_between_the_renames_keeps_the_old_copy_until_it_suc
     assert saved_folder(target) == tmp_path / ".ckpt-old"
     assert (saved_folder(target) / "a.txt").read_text() == "epoch 1"
     assert saved_folder(tmp_path / "nothing") is None
+
+
+def test_resume_finds_the_old_copy_of_a_cut_off_save_and_a_fresh_run_keeps_it(tmp_path):
+    # A kill between atomic_folder's two renames leaves only .<name>-old: --resume must find
+    # it, and a run without --resume must refuse (not replace it, which would delete it).
+    target = tmp_path / "ckpt"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("epoch 1")
+    os.replace(target, tmp_path / ".ckpt-old")  # what a kill between the renames leaves
+    assert resume_folder(target, True) == tmp_path / ".ckpt-old"
+    with pytest.raises(FileExistsError, match=r"ckpt already holds a saved run; pass --resume"):
+        resume_folder(target, False)
+    assert _entries(tmp_path) == [".ckpt-old"]
+    assert (tmp_path / ".ckpt-old" / "a.txt").read_text() == "epoch 1"
 
 
 def test_write_atomically_refuses_to_replace_a_folder(tmp_path):

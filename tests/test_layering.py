@@ -4,7 +4,9 @@
   no chapter; names resolve on first use; ``dir(shared)`` lists them all.
 - chapter N imports only chapters < N (and its own chapter's other modules) and ``shared``'s
   infrastructure modules; ``shared``'s infrastructure imports no chapter; only notebooks,
-  tests and benchmarks import names from the facade.
+  tests and benchmarks import names from the facade;
+- only ``shared/resources.py`` calls ``tiktoken.get_encoding``: the rest of the course gets
+  the GPT-2 tokenizer from ``shared.resources.gpt2_tokenizer``.
 """
 
 import ast
@@ -128,6 +130,56 @@ def test_the_layering_check_catches_each_kind_of_violation(tmp_path, monkeypatch
     assert len(layering_problems(fake_root / "shared" / "bad.py")) == 1
     assert len(layering_problems(fake_root / "ch03_attention" / "bad.py")) == 2
     assert len(layering_problems(fake_root / "tools" / "bad.py")) == 1
+
+
+# The one place that may load tiktoken's GPT-2 encoding itself: everything else calls
+# shared.resources.gpt2_tokenizer, which works offline from the mirror and raises the course's
+# resource error naming the files. (Tests load the encoding directly and are not checked.)
+TOKENIZER_OWNER = "shared/resources.py"
+_NOT_SCANNED = {"tests", "build", "dist", "outputs", "__pycache__", "site-packages"}
+
+
+def tokenizer_bypasses(root: Path) -> list[str]:
+    """Every ``tiktoken.get_encoding`` in a .py file under ``root`` outside ``TOKENIZER_OWNER``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        parts = rel.parts[:-1]
+        if rel.as_posix() == TOKENIZER_OWNER or any(
+            p in _NOT_SCANNED or p.startswith(".") or p.endswith(".egg-info") for p in parts
+        ):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                   for a in n.names if a.name == "tiktoken"}  # fmt: skip
+        for node in ast.walk(tree):
+            direct = isinstance(node, ast.ImportFrom) and node.module == "tiktoken"
+            if (direct and any(a.name == "get_encoding" for a in node.names)) or (
+                isinstance(node, ast.Attribute) and node.attr == "get_encoding"
+                and isinstance(node.value, ast.Name) and node.value.id in aliases
+            ):  # fmt: skip
+                found.append(f"{rel.as_posix()}:{node.lineno}")
+    return found
+
+
+def test_only_the_course_tokenizer_function_calls_tiktoken_get_encoding():
+    bypasses = tokenizer_bypasses(REPO_ROOT)
+    assert not bypasses, f"call shared.resources.gpt2_tokenizer() instead at: {bypasses}"
+
+
+def test_the_tokenizer_check_finds_every_spelling_of_the_call(tmp_path):
+    files = {
+        "shared/resources.py": "import tiktoken\nenc = tiktoken.get_encoding('gpt2')\n",
+        "tests/test_x.py": "import tiktoken\nenc = tiktoken.get_encoding('gpt2')\n",
+        "ch09_x/a.py": '"""tiktoken.get_encoding in a docstring is fine."""\nimport tiktoken as tk\n'
+        "enc = tk.get_encoding('gpt2')\n",
+        "ch09_x/b.py": "from tiktoken import get_encoding\n",
+        "conftest.py": "import tiktoken\n\ndef f():\n    return tiktoken.get_encoding('gpt2')\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert tokenizer_bypasses(tmp_path) == ["ch09_x/a.py:3", "ch09_x/b.py:1", "conftest.py:4"]
 
 
 def test_importing_infrastructure_loads_no_chapter():

@@ -6,8 +6,12 @@ import ast
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+import pytest
 
 import shared
 from tools.export import REPO_ROOT, chapter_notebooks, export_all, stale_modules
@@ -185,3 +189,52 @@ def test_generated_modules_and_command_lines_stay_small():
         if lines >= MAX_CLI_LINES:
             too_long.append(f"{cli.relative_to(REPO_ROOT)}: {lines} lines (use shared.cli)")
     assert not too_long, "\n".join(too_long)
+
+
+# --- nbval's per-cell timeout keeps a 3x margin (enforced by the root conftest.py) ----------
+
+
+def root_conftest(config):
+    """The repository's conftest.py as pytest loaded it: the module whose hook checks cells."""
+    path = REPO_ROOT / "conftest.py"
+    for plugin in config.pluginmanager.get_plugins():
+        file = getattr(plugin, "__file__", None)
+        if file and Path(file).resolve() == path:
+            return plugin
+    raise AssertionError(f"pytest did not load {path}")
+
+
+def test_a_notebook_cell_over_a_third_of_the_cell_timeout_fails(request):
+    over_budget = root_conftest(request.config).cell_over_budget
+    assert over_budget(399, 1200) is None and over_budget(400, 1200) is None
+    problem = over_budget(401, 1200)
+    assert problem is not None
+    assert "took 401.0 s" in problem and "budget of 400 s" in problem
+    assert "--nbval-cell-timeout=1200" in problem
+
+
+def test_the_cell_budget_reads_the_timeout_set_in_pyproject(request):
+    config = request.config
+    assert config.inipath == REPO_ROOT / "pyproject.toml"
+    timeouts = [o for o in config.getini("addopts") if o.startswith("--nbval-cell-timeout=")]
+    assert len(timeouts) == 1, f"pyproject.toml's addopts should set the timeout once: {timeouts}"
+    if any(str(arg).startswith("--nbval-cell-timeout") for arg in config.invocation_params.args):
+        pytest.skip("the cell timeout was overridden on the command line")
+    configured = float(timeouts[0].split("=", 1)[1])
+    assert root_conftest(config).cell_timeout(config) == configured
+
+
+@pytest.mark.slow
+def test_nbval_fails_a_notebook_cell_that_breaks_the_margin(tmp_path):
+    # A real nbval run of a two-cell notebook with a 3 s timeout: the 1.5 s cell is over its
+    # 1 s budget and fails by name; the quick one passes.
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell(code) for code in ("x = 1", "import time\ntime.sleep(1.5)")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "slow.ipynb")
+    command = [sys.executable, "-m", "pytest", "-q", "--nbval", "--nbval-cell-timeout=3",
+               "-p", "conftest", str(tmp_path / "slow.ipynb")]  # fmt: skip
+    out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "1 failed, 1 passed" in out.stdout
+    assert "slow.ipynb::Cell 1 took 1." in out.stdout and "budget of 1 s" in out.stdout
