@@ -83,15 +83,20 @@ class Resource:
 _BOOK_RAW = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
 _GPT2_BPE = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
 
+
+def _one_url(name: str, url: str, sha256: str, description: str) -> Resource:
+    """A file served as it is from one URL, kept under the URL's last part (its plain name)."""
+    return Resource(name, url.rsplit("/", 1)[1], sha256, (url,), description)
+
+
 RESOURCES: dict[str, Resource] = {
     r.name: r
     for r in [
-        Resource(
-            name="the-verdict",
-            filename="the-verdict.txt",
-            sha256="b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
-            urls=(f"{_BOOK_RAW}/ch02/01_main-chapter-code/the-verdict.txt",),
-            description="Edith Wharton's short story 'The Verdict' (1908, public domain)",
+        _one_url(
+            "the-verdict",
+            f"{_BOOK_RAW}/ch02/01_main-chapter-code/the-verdict.txt",
+            "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
+            "Edith Wharton's short story 'The Verdict' (1908, public domain)",
         ),
         Resource(
             name="sms-spam",
@@ -105,35 +110,29 @@ RESOURCES: dict[str, Resource] = {
             archive_member="SMSSpamCollection",
             max_bytes=500_000,  # the file has 477,907 bytes
         ),
-        Resource(
-            name="instruction-data",
-            filename="instruction-data.json",
-            sha256="7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
-            urls=(f"{_BOOK_RAW}/ch07/01_main-chapter-code/instruction-data.json",),
-            description="1,100 instruction/input/output records for instruction fine-tuning",
+        _one_url(
+            "instruction-data",
+            f"{_BOOK_RAW}/ch07/01_main-chapter-code/instruction-data.json",
+            "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
+            "1,100 instruction/input/output records for instruction fine-tuning",
         ),
-        Resource(
-            name="instruction-data-with-preference",
-            filename="instruction-data-with-preference.json",
-            sha256="305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
-            urls=(
-                f"{_BOOK_RAW}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
-            ),
-            description="1,100 instruction records with a chosen and a rejected response (for DPO)",
+        _one_url(
+            "instruction-data-with-preference",
+            f"{_BOOK_RAW}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
+            "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+            "1,100 instruction records with a chosen and a rejected response (for DPO)",
         ),
-        Resource(
-            name="gpt2-encoder-json",
-            filename="encoder.json",
-            sha256="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-            urls=(f"{_GPT2_BPE}/encoder.json",),
-            description="GPT-2 BPE token-to-id table (used by tiktoken)",
+        _one_url(
+            "gpt2-encoder-json",
+            f"{_GPT2_BPE}/encoder.json",
+            "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+            "GPT-2 BPE token-to-id table (used by tiktoken)",
         ),
-        Resource(
-            name="gpt2-vocab-bpe",
-            filename="vocab.bpe",
-            sha256="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-            urls=(f"{_GPT2_BPE}/vocab.bpe",),
-            description="GPT-2 BPE merge list (used by tiktoken)",
+        _one_url(
+            "gpt2-vocab-bpe",
+            f"{_GPT2_BPE}/vocab.bpe",
+            "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+            "GPT-2 BPE merge list (used by tiktoken)",
         ),
     ]
 }

@@ -26,7 +26,6 @@ from ch05_pretraining.hf_decoder import (
 from ch05_pretraining.modern_llms import (
     LLAMA_3_2_1B_CONFIG,
     QWEN3_0_6B_CONFIG,
-    DecoderConfig,
     GroupedQueryAttention,
     ModernDecoder,
     RMSNorm,
@@ -40,16 +39,9 @@ from shared.tensorfiles import TensorFileError
 from shared.weights import DECODER_STANDIN_CONFIGS, write_standin_decoder
 
 FAMILIES = ["llama-3.2-1b", "qwen3-0.6b"]
-TINY = DecoderConfig(
-    vocab_size=50,
-    hidden_size=32,
-    intermediate_size=48,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    max_position_embeddings=64,
-)
+# The Llama stand-in's 2 layers of 4 query heads sharing 2 K/V heads, narrowed for unit checks
+STANDIN = decoder_config_from_hf(DECODER_STANDIN_CONFIGS["llama-3.2-1b"])
+TINY = replace(STANDIN, vocab_size=50, hidden_size=32, intermediate_size=48, head_dim=8)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,13 +113,7 @@ def test_rope_scores_depend_only_on_the_offset(scaling):
 
 
 def test_llama3_scaling_keeps_fast_pairs_and_slows_slow_ones():
-    scaling = {
-        "rope_type": "llama3",
-        "factor": 32.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-    }
+    scaling = LLAMA_3_2_1B_CONFIG.rope_scaling  # the published one: factor 32 over 8,192
     plain, scaled = rope_frequencies(64, 500_000.0), rope_frequencies(64, 500_000.0, scaling)
     ratio = plain / scaled
     assert torch.equal(scaled[:15], plain[:15])  # wavelength < 2,048 tokens: untouched

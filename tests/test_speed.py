@@ -24,14 +24,13 @@ from shared.derived import side_by_side
 
 # GPT-2's vocabulary and q/k/v biases, two small blocks, a short context to fill quickly
 CFG = tiny_gpt_config(context_length=24, qkv_bias=True)
+# one narrow block and an 8-token context: quick for torch.compile to compile
+ONE_BLOCK = tiny_gpt_config(context_length=8, emb_dim=16, n_heads=2, n_layers=1, qkv_bias=True)
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(11)
-    m = GPTModel(CFG).eval()
-    m.out_head.weight = m.tok_emb.weight
-    return m
+def model(tiny_tied_gpt):
+    return tiny_tied_gpt(CFG, seed=11)
 
 
 PROMPTS = [
@@ -261,14 +260,7 @@ def _can_compile() -> bool:
 
 
 def test_compiled_model_loss_equals_eager_loss():
-    small = {
-        **CFG,
-        "context_length": 8,
-        "emb_dim": 16,
-        "n_heads": 2,
-        "n_layers": 1,
-        "vocab_size": 128,
-    }
+    small = {**ONE_BLOCK, "vocab_size": 128}
     torch.manual_seed(0)
     eager = GPTModel(small).eval()
     tokens = torch.randint(0, 128, (2, 8))
@@ -284,7 +276,7 @@ def test_compiled_model_loss_equals_eager_loss():
 def test_training_setup_with_compile_trains_like_eager():
     if not _can_compile():
         pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
-    small = {**CFG, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1}
+    small = ONE_BLOCK
     tokens = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(5))
     targets = torch.roll(tokens, -1, 1)
     losses = {}
