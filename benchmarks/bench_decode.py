@@ -36,10 +36,9 @@ def _transformers_generator(model, prompt: torch.Tensor):
 
 def _prefix_agreement(tokens: torch.Tensor, reference: torch.Tensor, prompt_len: int) -> int:
     """How many generated tokens agree with the reference before the first difference."""
-    new, ref = tokens[0, prompt_len:], reference[0, prompt_len:]
-    length = min(len(new), len(ref))
-    differs = (new[:length] != ref[:length]).nonzero()
-    return int(differs[0, 0]) if len(differs) else length
+    import shared
+
+    return shared.greedy_agreement(tokens[0, prompt_len:], reference[0, prompt_len:])
 
 
 def weight_stream_rate(model, repeats: int = 15) -> dict:
@@ -80,7 +79,59 @@ def weight_stream_rate(model, repeats: int = 15) -> dict:
     }
 
 
-def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf16: bool) -> dict:
+def int8_stream_rate(model_int8, repeats: int = 15) -> dict:
+    """``weight_stream_rate`` for an int8 copy: one ``Int8Linear`` head product, its bytes."""
+    import shared
+
+    head = model_int8.out_head
+    vector = torch.randn(1, head.in_features)
+    with torch.no_grad():
+        for _ in range(3):
+            head(vector)
+        samples = [timed(lambda: head(vector))[0] for _ in range(repeats)]
+    seconds = summarize_times(samples)["median_s"]
+    rate = (head.qweight.numel() + 4 * head.scale.numel()) / seconds
+    weight_bytes = shared.linear_weight_bytes(model_int8)
+    return {
+        "dtype": "int8",
+        "head_layout": f"Int8Linear, kernel {head.kernel!r}",
+        "head_matvec_ms": 1e3 * seconds,
+        "bytes_per_s": rate,
+        "weight_bytes_read_per_token": weight_bytes,
+        "floor_ms_per_token": 1e3 * weight_bytes / rate,
+        "how": "median time of one (1 x d) Int8Linear head product (activation quantization "
+        "included); floor = int8 bytes + scales of every Int8Linear / that rate",
+    }
+
+
+def verdict_perplexity(models: dict) -> dict:
+    """Perplexity of each model on The Verdict (256-token windows, no overlap)."""
+    import math
+
+    import shared
+
+    try:
+        text = shared.fetch("the-verdict", progress=False).read_text(encoding="utf-8")
+    except shared.ResourceError as err:  # offline without the data mirror
+        return {"error": f"The Verdict is not available: {err}"}
+    loader = shared.create_dataloader(
+        text, batch_size=4, max_length=256, stride=256, shuffle=False, drop_last=False
+    )
+    with torch.no_grad():
+        values = {k: math.exp(shared.calc_loss_loader(loader, m, "cpu")) for k, m in models.items()}
+    return {
+        "perplexity": values,
+        "change_vs_fp32": {k: v / values["fp32"] - 1 for k, v in values.items() if k != "fp32"},
+        "windows": len(loader.dataset),
+        "note": "the benchmark's model has random weights: this checks that int8 changes the "
+        "model's predictions little, it is not a quality figure for trained GPT-2 (the speed "
+        "notebook measures that in full mode)",
+    }
+
+
+def run_decode(
+    folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf16: bool, int8: bool = True
+) -> dict:
     """Time every decoding variant, interleaved, and check they produce the same tokens."""
     from transformers import GPT2LMHeadModel
 
@@ -103,6 +154,12 @@ def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf1
         course_bf16 = copy.deepcopy(course).to(torch.bfloat16)
         makers["course_cache_bf16"] = lambda n: shared.generate_cached(
             course_bf16, prompt, n, temperature=0.0
+        )
+    course_int8 = None
+    if int8:
+        course_int8 = shared.quantized_copy(course, "int8_matmul")
+        makers["course_cache_int8"] = lambda n: shared.generate_cached(
+            course_int8, prompt, n, temperature=0.0
         )
 
     def no_grad_call(make, n):
@@ -146,16 +203,21 @@ def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf1
                     "generated tokens",
                 }
             )
-    if "course_cache_bf16" in outputs:
-        variants["course_cache_bf16"]["prefix_agreement_with_fp32"] = _prefix_agreement(
-            outputs["course_cache_bf16"], reference_tokens, PROMPT_TOKENS
-        )
+    for name in ("course_cache_bf16", "course_cache_int8"):
+        if name in outputs:
+            variants[name]["prefix_agreement_with_fp32"] = _prefix_agreement(
+                outputs[name], reference_tokens, PROMPT_TOKENS
+            )
 
     for entry in variants.values():
         entry["ms_per_token"] = 1e3 * entry["median_s"] / new_tokens
     streaming = {"fp32": weight_stream_rate(course)}
     if course_bf16 is not None:
         streaming["bf16"] = weight_stream_rate(course_bf16)
+    int8_quality = None
+    if course_int8 is not None:
+        streaming["int8"] = int8_stream_rate(course_int8)
+        int8_quality = verdict_perplexity({"fp32": course, "int8": course_int8})
 
     kv_speedup = (
         variants["course_cache"]["tokens_per_s"] / variants["course_no_cache"]["tokens_per_s"]
@@ -180,5 +242,6 @@ def run_decode(folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf1
         "variants": variants,
         "kv_cache_speedup": kv_speedup,
         "weight_streaming": streaming,
+        "int8_perplexity": int8_quality,
         "checks": checks,
     }

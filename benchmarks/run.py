@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--no-bf16", action="store_true", help="skip the bf16-weight cached decoding variant"
     )
+    parser.add_argument(
+        "--no-int8", action="store_true", help="skip the int8-weight cached decoding variant"
+    )
     args = parser.parse_args(argv)
     selected = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(selected) - set(BENCHMARKS))
@@ -88,6 +91,14 @@ TARGETS = [
         ">=",
         2.0,
         "cached bf16-weight decode tokens/s / transformers fp32 generate tokens/s",
+    ),
+    (
+        "decode_int8_cached_vs_transformers_fp32",
+        "decode",
+        ("variants", "course_cache_int8", "ratio_vs_transformers"),
+        ">=",
+        3.0,
+        "cached int8-weight decode (Int8Linear, int8_matmul) tokens/s / transformers fp32",
     ),
     (
         "kv_cache_speedup",
@@ -178,6 +189,8 @@ def _why_missing(benchmark: str, path: tuple, results: dict) -> str:
         return f"not measured: the {benchmark} benchmark was not run (see --only)"
     if "course_cache_bf16" in path:
         return "not measured: the bf16 variant was skipped (--no-bf16)"
+    if "course_cache_int8" in path:
+        return "not measured: the int8 variant was skipped (--no-int8)"
     if "ratio_vs_llms_from_scratch" in path:
         return (
             "not available: llms-from-scratch is not installed; "
@@ -263,6 +276,9 @@ def limits(results: dict) -> dict[str, str | None]:
         "decode_bf16_cached_vs_transformers_fp32": _decode_limit(
             results, "course_cache_bf16", "bf16", 2.0
         ),
+        "decode_int8_cached_vs_transformers_fp32": _decode_limit(
+            results, "course_cache_int8", "int8", 3.0
+        ),
         "train_vs_transformers": _train_limit(results, "course", "transformers", 1.0),
         "train_vs_llms_from_scratch": _train_limit(results, "course", "llms_from_scratch", 1.3),
         "train_sdpa_vs_transformers": _train_limit(results, "course_sdpa", "transformers", 1.0),
@@ -324,6 +340,19 @@ def _ratio(value) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _int8_perplexity_line(quality: dict | None) -> str:
+    if quality is None:
+        return ""
+    if "error" in quality:
+        return f"\nint8 perplexity: not measured ({quality['error']})"
+    values, change = quality["perplexity"], quality["change_vs_fp32"]["int8"]
+    return (
+        f"\nPerplexity on The Verdict ({quality['windows']} windows of 256 tokens): fp32 "
+        f"{values['fp32']:.1f}, int8 {values['int8']:.1f} ({change:+.3%}); random weights, "
+        "so a check that int8 changes predictions little, not a quality figure"
+    )
+
+
 def report(summary: dict) -> str:
     parts = []
     machine = summary["machine"]
@@ -353,11 +382,12 @@ def report(summary: dict) -> str:
             f"\nDecode: batch 1, {s['prompt_tokens']}-token prompt, {s['new_tokens']} greedy "
             f"tokens, median of {s['repeats']}\n"
             + format_table(
-                ["variant", "tokens/s", "median s", "vs transformers", "bf16 agreeing prefix"],
+                ["variant", "tokens/s", "median s", "vs transformers", "agreeing prefix"],
                 rows,
             )
             + f"\nKV-cache speedup: {_ratio(decode['kv_cache_speedup'])}; the reference "
             f"output has {decode['reference_distinct_tokens']} distinct tokens"
+            + _int8_perplexity_line(decode.get("int8_perplexity"))
         )
     if "train" in results:
         train = results["train"]
@@ -493,7 +523,9 @@ def main(argv=None) -> int:
             if name == "decode":
                 from bench_decode import run_decode
 
-                results[name] = run_decode(folder, **settings[name], bf16=not args.no_bf16)
+                results[name] = run_decode(
+                    folder, **settings[name], bf16=not args.no_bf16, int8=not args.no_int8
+                )
             elif name == "train":
                 from bench_train import run_train
 

@@ -138,12 +138,15 @@ def _transposed_layers(model, weight_layout: str) -> tuple[str, set]:
         raise ValueError(
             f"unknown weight_layout {weight_layout!r}; choose one of {', '.join(_LAYOUTS)}"
         )
-    head = model.out_head.weight
-    if weight_layout == "auto":
-        on_cpu_fp32 = head.device.type == "cpu" and head.dtype == torch.float32
-        weight_layout = "head" if on_cpu_fp32 else "native"
+    # only float nn.Linear layers have a weight to transpose (not section 5's Int8Linear)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    chosen = {"native": [], "head": [model.out_head], "all": linears}[weight_layout]
+    head = model.out_head if model.out_head in linears else None
+    if weight_layout == "auto":
+        on_cpu_fp32 = head is not None and head.weight.device.type == "cpu"
+        weight_layout = "head" if on_cpu_fp32 and head.weight.dtype == torch.float32 else "native"
+    chosen = {"native": [], "head": [head] if head is not None else [], "all": linears}[
+        weight_layout
+    ]
     return weight_layout, set(chosen)
 
 
@@ -170,7 +173,10 @@ def _attention_mask(start: int, t: int, device) -> tuple[torch.Tensor | None, bo
 # -- speed.ipynb, "The fast version: `CachedDecoder`" --
 def _qkv_weight(att, transposed: set) -> torch.Tensor | None:
     """The fused (in, 3 * d_out) query/key/value matrix of ``att``, or None to use three."""
-    weights = (att.W_query.weight, att.W_key.weight, att.W_value.weight)
+    projections = (att.W_query, att.W_key, att.W_value)
+    if not all(isinstance(p, torch.nn.Linear) for p in projections):
+        return None  # e.g. int8 layers (section 5): three products, each its own kernel
+    weights = tuple(p.weight for p in projections)
     if att.W_query in transposed:  # "all": one copy instead of three
         return fused_weight_copy(weights)
     # no copy: fuse only when the weights already lie side by side in (in, out) order
