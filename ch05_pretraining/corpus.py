@@ -258,12 +258,11 @@ def load_manifest(folder, check_hashes: bool = False) -> dict:
     """
     folder = Path(folder)
     path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise ShardError(
-            f"{folder} has no {MANIFEST_NAME}; prepare it first: "
-            f"python -m ch05_pretraining prepare-corpus <folder of .txt files> --out {folder}"
-        )
-    manifest = read_json(path, "shard manifest")
+    unprepared = ShardError(
+        f"{folder} has no {MANIFEST_NAME}; prepare it first: "
+        f"python -m ch05_pretraining prepare-corpus <folder of .txt files> --out {folder}"
+    )
+    manifest = read_json(path, "shard manifest", if_missing=unprepared)
     if manifest.get("format") != SHARD_FORMAT:
         raise ShardError(f"{path} is not a manifest written by prepare_corpus")
     if not manifest["complete"]:

@@ -297,13 +297,10 @@ def read_folder_metadata(path, filename: str, what: str, written_by: str) -> tup
         folder = existing_folder(path)
     except FileNotFoundError:
         folder = Path(path)
-    meta_file = folder / filename
-    if not meta_file.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a {what} folder (no {filename}); pass the folder written by "
-            f"{written_by}"
-        )
-    return folder, read_json(meta_file, f"{what} metadata")
+    not_ours = FileNotFoundError(
+        f"{folder} is not a {what} folder (no {filename}); pass the folder written by {written_by}"
+    )
+    return folder, read_json(folder / filename, f"{what} metadata", if_missing=not_ours)
 
 
 def write_atomically(path, data: bytes | str) -> Path:
@@ -346,15 +343,19 @@ def write_json(path, obj) -> Path:
 write_json_atomically = write_json
 
 
-def read_json(path, what: str = "JSON file"):
+def read_json(path, what: str = "JSON file", if_missing: Exception | None = None):
     """Read a JSON file, with an error that names the file and what to do when it is damaged.
 
     ``what`` says what the file is for (e.g. ``"checkpoint metadata"``), for the message.
+    ``if_missing`` is the error to raise when there is no such file (the default error
+    says only that it is missing; a caller usually knows what writes it).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if if_missing is not None:
+            raise if_missing from None
         raise JSONFileError(f"{path} is missing: the {what} should be there") from None
     except (OSError, UnicodeDecodeError) as err:
         raise JSONFileError(f"cannot read the {what} {path}: {err}") from None

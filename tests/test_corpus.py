@@ -141,6 +141,14 @@ def test_a_changed_shard_fails_the_hash_check(shards, tmp_path):
         load_manifest(damaged, check_hashes=True)
 
 
+def test_a_folder_without_a_manifest_says_how_to_prepare_it(tmp_path):
+    (tmp_path / "train_000000.bin").write_bytes(b"\x00\x00")  # shards, but no manifest
+    with pytest.raises(
+        ShardError, match=f"has no {MANIFEST_NAME}; prepare it first: .*prepare-corpus"
+    ):
+        load_manifest(tmp_path)
+
+
 def test_rerunning_skips_finished_shards(verdict_corpus, tmp_path):
     out = tmp_path / "out"
     first = prepare_corpus(verdict_corpus, out, shard_tokens=1500, val_fraction=0.1, progress=False)

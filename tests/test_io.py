@@ -106,6 +106,18 @@ def test_read_json_names_the_file_and_what_it_is_when_missing_or_damaged(tmp_pat
         read_json(binary)
 
 
+def test_read_json_raises_the_callers_error_for_a_missing_file_only(tmp_path):
+    class NotPrepared(ValueError):
+        pass
+
+    with pytest.raises(NotPrepared, match="run prepare first"):
+        read_json(tmp_path / "absent.json", "manifest", if_missing=NotPrepared("run prepare first"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1,", encoding="utf-8")  # present but damaged: the damage is named
+    with pytest.raises(JSONFileError, match="not valid JSON"):
+        read_json(broken, "manifest", if_missing=NotPrepared("run prepare first"))
+
+
 def test_sha256_file_matches_hashlib(tmp_path):
     data = os.urandom(3 << 20)  # several read chunks
     path = tmp_path / "blob.bin"
