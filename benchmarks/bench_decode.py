@@ -124,8 +124,8 @@ def verdict_perplexity(models: dict) -> dict:
         "change_vs_fp32": {k: v / values["fp32"] - 1 for k, v in values.items() if k != "fp32"},
         "windows": len(loader.dataset),
         "note": "the benchmark's model has random weights: this checks that int8 changes the "
-        "model's predictions little, it is not a quality figure for trained GPT-2 (the speed "
-        "notebook measures that in full mode)",
+        "model's predictions little, it is not a quality figure (the speed notebook measures "
+        "int8 on a model it trains, and on GPT-2 in full mode)",
     }
 
 
