@@ -83,20 +83,38 @@ def flop_model(course_model, seq_len: int) -> dict:
     }
 
 
+def device_peak(device: str, peak_tflops: float | None) -> dict:
+    """The device's name and the published peak to compute MFU against, if one was given."""
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    return {
+        "device": device,
+        "device_name": name,
+        "published_peak_flops_per_s": None if peak_tflops is None else 1e12 * peak_tflops,
+        "how": "MFU = achieved FLOP/s (the FLOP model below) / the published peak passed "
+        "with --peak-tflops (the device's dense peak for the step's precision, fp32 here, "
+        "from its datasheet); 'of peak' is against the matmul peak measured in the same run",
+    }
+
+
 def run_train(
-    folder, *, batch_size: int, seq_len: int, warmup_steps: int, timed_steps: int
-) -> dict:
-    """Time one optimizer step of each model, interleaved, next to a matmul peak."""
+    folder, *, batch_size: int, seq_len: int, warmup_steps: int, timed_steps: int,
+    device: str = "cpu", peak_tflops: float | None = None,
+) -> dict:  # fmt: skip
+    """Time one optimizer step of each model, interleaved, next to a matmul peak.
+
+    ``device`` "cuda" runs every model on the GPU (fp32, as on the CPU); each step ends with
+    ``loss.item()``, which waits for the GPU, and so does the timed matmul.
+    """
     from transformers import GPT2LMHeadModel
 
     import shared
 
     cfg = shared.gpt2_config("124M", qkv_bias=True, drop_rate=0.0)
-    tokens = random_token_ids((batch_size, seq_len + 1))
+    tokens = random_token_ids((batch_size, seq_len + 1)).to(device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (batch, seq_len) each
 
-    course = shared.load_gpt2(folder, size="124M", drop_rate=0.0)
-    hf = GPT2LMHeadModel.from_pretrained(folder)
+    course = shared.load_gpt2(folder, size="124M", drop_rate=0.0).to(device)
+    hf = GPT2LMHeadModel.from_pretrained(folder).to(device)
     hf_dropouts = [hf.config.resid_pdrop, hf.config.embd_pdrop, hf.config.attn_pdrop]
     if any(hf_dropouts):
         raise RuntimeError(f"the checkpoint's dropout should be 0, got {hf_dropouts}")
@@ -112,6 +130,7 @@ def run_train(
     models["course_fast"] = (torch.compile(fast), lambda m, x: m(x))
     book = _load_llms_from_scratch(course, cfg)
     if book is not None:
+        book = book.to(device)
         models["llms_from_scratch"] = (book, lambda m, x: m(x))
 
     checks = []
@@ -168,12 +187,20 @@ def run_train(
 
         return step
 
-    a = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, generator=torch.Generator().manual_seed(0))
-    b = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, generator=torch.Generator().manual_seed(1))
+    size, seeded = PEAK_MATMUL_SIZE, lambda seed: torch.Generator().manual_seed(seed)
+    a = torch.randn(size, size, generator=seeded(0)).to(device)
+    b = torch.randn(size, size, generator=seeded(1)).to(device)
+
+    def peak_matmul():
+        product = a @ b
+        if product.is_cuda:
+            torch.cuda.synchronize(product.device)  # a GPU runs it asynchronously
+        return product
+
     steps = {name: make_step(model.train(), fwd) for name, (model, fwd) in models.items()}
     compile_seconds, _ = timed(steps["course_fast"])  # the first call compiles
     peak_name = f"matmul_{PEAK_MATMUL_SIZE}"
-    steps[peak_name] = lambda: a @ b  # sampled in the same rounds, so under the same load
+    steps[peak_name] = peak_matmul  # sampled in the same rounds, so under the same load
     times, last_loss = round_robin(steps, repeats=timed_steps, warmup=warmup_steps)
 
     flops = flop_model(course, seq_len)
@@ -190,6 +217,7 @@ def run_train(
             "tokens_per_s": rate,
             "achieved_flops_per_s": achieved,
             "fraction_of_matmul_peak": achieved / peak_flops,
+            "mfu": None if peak_tflops is None else achieved / (1e12 * peak_tflops),
             "initial_loss": initial[name]["loss"],
             "loss_after_last_step": last_loss[name],
             "parameters": initial[name]["parameters"],
@@ -234,6 +262,7 @@ def run_train(
             "how": f"median time of a {PEAK_MATMUL_SIZE}x{PEAK_MATMUL_SIZE} fp32 matmul "
             f"(2*n^3 FLOPs), sampled once per round between the training steps",
         },
+        "device": device_peak(device, peak_tflops),
         "variants": variants,
         "checks": checks,
     }

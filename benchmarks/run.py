@@ -57,7 +57,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--no-int8", action="store_true", help="skip the int8-weight cached decoding variant"
     )
+    parser.add_argument(
+        "--train-device",
+        default="cpu",
+        help="device of the training benchmark: cpu (default) or cuda[:N]; the other "
+        "benchmarks measure the CPU",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the training device's published dense fp32 peak in TFLOP/s, from its "
+        "datasheet: the report then gives MFU against it",
+    )
     args = parser.parse_args(argv)
+    if args.train_device != "cpu":
+        import torch
+
+        if not args.train_device.startswith("cuda") or not torch.cuda.is_available():
+            parser.error(
+                f"--train-device {args.train_device!r}: expected cpu or cuda[:N] on a machine "
+                f"with a CUDA GPU (CUDA available here: {torch.cuda.is_available()})"
+            )
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        parser.error(f"--peak-tflops must be a positive number, got {args.peak_tflops}")
     selected = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(selected) - set(BENCHMARKS))
     if unknown or not selected:
@@ -247,9 +270,21 @@ def _train_limit(results: dict, variant: str, reference: str, wanted: float) -> 
         + ", ".join(f"{name} {value:.2f} s" for name, value in rest.items())
         + f". {wanted}x {reference} means a step of {needed:.2f} s, i.e. at most "
         f"{max(needed - matmul_s, 0):.2f} s beyond the products where {variant} takes "
-        f"{ours - matmul_s:.2f} s. Eager PyTorch runs each of those passes separately, "
-        "as the other implementations do; course_fast (torch.compile, fused attention and "
-        "fused AdamW) removes much of that time."
+        f"{ours - matmul_s:.2f} s. Eager PyTorch runs each of those passes separately; "
+        "course_fast (torch.compile, fused attention and fused AdamW) removes much of that "
+        "time." + _attention_note(train, variant, reference)
+    )
+
+
+def _attention_note(train: dict, variant: str, reference: str) -> str:
+    implementation = train["settings"].get("transformers_attn_implementation")
+    if reference != "transformers" or variant != "course" or implementation in (None, "eager"):
+        return ""
+    return (
+        f" transformers computes attention with its {implementation!r} implementation (its "
+        "default; 'sdpa' is PyTorch's fused scaled_dot_product_attention), while the eager "
+        "course model computes chapter 3's explicit softmax(Q K^T / sqrt(d)) V: course_sdpa "
+        "is the like-for-like comparison."
     )
 
 
@@ -353,6 +388,21 @@ def _int8_perplexity_line(quality: dict | None) -> str:
     )
 
 
+def _mfu_line(train: dict) -> str:
+    device = train.get("device", {"device": "cpu", "published_peak_flops_per_s": None})
+    where = f"\nDevice: {device['device']}" + (
+        f" ({device['device_name']})" if device.get("device_name") not in (None, "cpu") else ""
+    )
+    published = device.get("published_peak_flops_per_s")
+    if published is None:
+        return where + "; MFU needs the device's published peak (--peak-tflops)"
+    return (
+        where
+        + f"; MFU against its published {published / 1e12:g} TFLOP/s: "
+        + ", ".join(f"{name} {100 * v['mfu']:.1f}%" for name, v in train["variants"].items())
+    )
+
+
 def report(summary: dict) -> str:
     parts = []
     machine = summary["machine"]
@@ -429,7 +479,7 @@ def report(summary: dict) -> str:
             f"{flops['output_head_matmul_parameters']:,} head), L = {flops['L']}, "
             f"T = {flops['T']}, d = {flops['d']}: {flops['flops_per_token'] / 1e6:.1f} MFLOP "
             f"per token. Matmul peak ({peak['size']}x{peak['size']} fp32): "
-            f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s."
+            f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s." + _mfu_line(train)
         )
     if "load" in results:
         load = results["load"]
@@ -529,7 +579,10 @@ def main(argv=None) -> int:
             elif name == "train":
                 from bench_train import run_train
 
-                results[name] = run_train(folder, **settings[name])
+                results[name] = run_train(
+                    folder, **settings[name], device=args.train_device,
+                    peak_tflops=args.peak_tflops,
+                )  # fmt: skip
             elif name == "load":
                 from bench_load import run_load
 

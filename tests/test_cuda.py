@@ -149,3 +149,24 @@ def test_nccl_ddp_with_torchrun_matches_one_process(tmp_path):
         for key in ("loss", "val_loss"):
             if key in theirs:
                 assert mine[key] == pytest.approx(theirs[key], rel=1e-3, abs=1e-4), (key, mine)
+
+
+def test_int8_copy_on_cuda_matches_the_cpu_copy_and_keeps_the_cache_promise():
+    from ch05_pretraining.quantize import Int8Linear, quantized_copy
+
+    torch.manual_seed(0)
+    model = GPTModel(CFG).eval()
+    cpu = quantized_copy(model, "dequantize")
+    gpu = quantized_copy(model, "dequantize").to("cuda")  # buffers move with the module
+    inputs, _ = batch("cpu", size=(1, 16))
+    with torch.no_grad():
+        expected = cpu(inputs)
+        got = gpu(inputs.to("cuda")).cpu()
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    prompt = inputs[:, :4].to("cuda")
+    assert torch.equal(
+        generate_cached(gpu, prompt, 12), generate(gpu, prompt, 12, CFG["context_length"])
+    )
+    layer = Int8Linear(torch.nn.Linear(32, 16), "int8_matmul").to("cuda")
+    with pytest.raises(RuntimeError, match="runs on CPUs"):
+        layer(torch.randn(2, 32, device="cuda"))
