@@ -274,7 +274,9 @@ def _optimizer_step(run: _Run, step: int) -> tuple[float, float, torch.Tensor]:
         dist.all_reduce(loss_sum)  # sum over processes
     step_loss = loss_sum.item() / (run.accumulation * run.world)
     if not math.isfinite(step_loss):
-        raise _non_finite_loss(run, step_loss, step + 1)
+        raise _non_finite_loss(
+            run, f"the training loss became {step_loss} at step {step + 1}", step
+        )
     grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), cfg.grad_clip)
     run.optimizer.step()
     run.steps_done, run.tokens_seen = step + 1, run.tokens_seen + cfg.tokens_per_step
@@ -282,27 +284,41 @@ def _optimizer_step(run: _Run, step: int) -> tuple[float, float, torch.Tensor]:
 
 
 # -- corpus.ipynb, "The training loop" --
-def _non_finite_loss(run: _Run, loss: float, step: int) -> NonFiniteLossError:
-    # The error for a non-finite loss at `step` (counting from 1), with advice that works.
+def _non_finite_loss(run: _Run, problem: str, bad_weights: int) -> NonFiniteLossError:
+    # `problem` came from the weights after `bad_weights` steps; the error gives advice that works.
     lower, saved = f"--max-lr {run.cfg.max_lr / 2:g}", run.checkpoint_step
     if saved is None:  # nothing to resume, and a fresh run may use this folder
         advice = (
             f"no checkpoint was written yet: run the same command again with {lower} "
             f"(the new run rewrites {run.log_path})"
         )
-    elif saved < step - 1:
+    elif saved < bad_weights:
         advice = (
             f"continue from the checkpoint of step {saved} in {run.checkpoint_dir} with a "
             f"lower learning rate: the same command with --resume {lower}"
         )
-    else:  # the checkpoint's weights gave this loss: resuming would repeat it
+    else:  # the checkpoint holds the weights that did this: resuming would repeat it
         advice = (
             f"the checkpoint in {run.checkpoint_dir} (step {saved}) holds the weights that gave "
-            f"this loss, so resuming would repeat it: start a new run in another folder "
+            f"this, so resuming would repeat it: start a new run in another folder "
             f"(--out NEW_FOLDER {lower}), or delete {run.checkpoint_dir} and run the same "
             f"command again with {lower}"
         )
-    return NonFiniteLossError(f"the training loss became {loss} at step {step}; {advice}")
+    return NonFiniteLossError(f"{problem}; {advice}")
+
+
+def _sample_or_stop(run: _Run, tokenizer, step: int) -> str:
+    # The periodic sample. Weights that diverged while the loss stayed finite stop the run
+    # here, before the checkpoint of this step could replace the last good one.
+    try:
+        return _sample(run.raw_model, tokenizer, run.cfg, run.device, step)
+    except RuntimeError:  # e.g. torch.multinomial refusing inf or NaN probabilities
+        prompt = torch.tensor([[tokenizer.eot_token]], device=run.device)
+        with torch.no_grad():
+            if torch.isfinite(run.raw_model(prompt)).all():
+                raise  # the model's predictions are fine: a different error
+        problem = f"the model's predictions became inf or NaN when sampling after step {step}"
+        raise _non_finite_loss(run, problem, step) from None
 
 
 # -- corpus.ipynb, "The training loop" --
@@ -413,7 +429,7 @@ def pretrain(
             if done % cfg.eval_every == 0 or finished:
                 _validate(run)
             if run.is_main and (finished or (cfg.sample_every and done % cfg.sample_every == 0)):
-                sample = _sample(run.raw_model, tokenizer, cfg, run.device, done)
+                sample = _sample_or_stop(run, tokenizer, done)
                 print(f"step {done:5d} sample: {sample!r}", flush=True)
             halt = _stop_everywhere(run, stop.requested or done == stop_at_step)
             if finished or halt or done % cfg.checkpoint_every == 0:

@@ -408,6 +408,29 @@ def test_the_advice_after_a_non_finite_loss_never_resumes_the_bad_weights(shards
     assert load_checkpoint(tmp_path / "new-1" / "checkpoint")["extra"]["steps_done"] == 12
 
 
+def test_weights_that_run_away_with_a_finite_loss_stop_at_the_sample_and_keep_the_checkpoint(
+    shards, tmp_path, monkeypatch
+):
+    import ch05_pretraining.pretrain_loop as loop
+
+    log_step = loop._log_step
+
+    def log_then_break_the_weights(run, *args):  # the loss of step 6 was finite
+        log_step(run, *args)
+        if run.steps_done == 6:
+            with torch.no_grad():
+                run.raw_model.tok_emb.weight.mul_(1e38)  # finite, but the next pass overflows
+
+    monkeypatch.setattr(loop, "_log_step", log_then_break_the_weights)
+    cfg = PretrainConfig(**{**TINY, "sample_every": 6, "checkpoint_every": 4})
+    advice = r"when sampling after step 6; continue from the checkpoint of step 4 .* --resume"
+    with pytest.raises(NonFiniteLossError, match=advice):
+        pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False)
+    kept = load_checkpoint(tmp_path / "run" / "checkpoint", restore_rng=False)
+    assert kept["extra"]["steps_done"] == 4  # the run-away weights never replaced it
+    assert torch.isfinite(kept["model"](torch.tensor([[EOT]]))).all()
+
+
 def test_padded_vocabulary_and_tied_weights_train_and_sample(shards, tmp_path):
     cfg = PretrainConfig(**{**TINY, "pad_vocab": True, "tie_weights": True, "max_steps": 4})
     result = pretrain(cfg, shards, tmp_path / "run", device="cpu", progress=False)
