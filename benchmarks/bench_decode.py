@@ -41,6 +41,26 @@ def _prefix_agreement(tokens: torch.Tensor, reference: torch.Tensor, prompt_len:
     return shared.greedy_agreement(tokens[0, prompt_len:], reference[0, prompt_len:])
 
 
+def _stream_rate(product, matrix_bytes: int, model, repeats: int) -> dict:
+    # Median time of one head product, the rate it reads the head at, and the floor that
+    # rate puts on a token that reads every linear layer's weights once.
+    import shared
+
+    with torch.no_grad():
+        for _ in range(3):
+            product()
+        samples = [timed(product)[0] for _ in range(repeats)]
+    seconds = summarize_times(samples)["median_s"]
+    rate = matrix_bytes / seconds
+    weight_bytes = shared.linear_weight_bytes(model)
+    return {
+        "head_matvec_ms": 1e3 * seconds,
+        "bytes_per_s": rate,
+        "weight_bytes_read_per_token": weight_bytes,
+        "floor_ms_per_token": 1e3 * weight_bytes / rate,
+    }
+
+
 def weight_stream_rate(model, repeats: int = 15) -> dict:
     """How fast this machine reads weights in a one-token matrix-vector product.
 
@@ -53,27 +73,16 @@ def weight_stream_rate(model, repeats: int = 15) -> dict:
 
     head = model.out_head.weight
     decoder = shared.CachedDecoder(model)  # its "auto" layout decides how the head is read
-    if decoder.weight_layout in ("head", "all"):
-        matrix, product = shared.transposed_weight(head), lambda v, m: v @ m
-    else:
-        matrix, product = head, lambda v, m: torch.nn.functional.linear(v, m)
     vector = torch.randn(1, head.shape[1], dtype=head.dtype)
-    with torch.no_grad():
-        for _ in range(3):
-            product(vector, matrix)
-        samples = [timed(lambda: product(vector, matrix))[0] for _ in range(repeats)]
-    seconds = summarize_times(samples)["median_s"]
+    if decoder.weight_layout in ("head", "all"):
+        matrix, multiply = shared.transposed_weight(head), torch.matmul  # (in, out)
+    else:
+        matrix, multiply = head, torch.nn.functional.linear  # (out, in)
     matrix_bytes = matrix.numel() * matrix.element_size()
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    rate = matrix_bytes / seconds
     return {
         "dtype": str(head.dtype).removeprefix("torch."),
         "head_layout": decoder.weight_layout,
-        "head_matvec_ms": 1e3 * seconds,
-        "bytes_per_s": rate,
-        "weight_bytes_read_per_token": weight_bytes,
-        "floor_ms_per_token": 1e3 * weight_bytes / rate,
+        **_stream_rate(lambda: multiply(vector, matrix), matrix_bytes, model, repeats),
         "how": "median time of one (1 x d) @ head product; floor = bytes of every Linear "
         "weight (blocks + head) / that rate",
     }
@@ -81,24 +90,13 @@ def weight_stream_rate(model, repeats: int = 15) -> dict:
 
 def int8_stream_rate(model_int8, repeats: int = 15) -> dict:
     """``weight_stream_rate`` for an int8 copy: one ``Int8Linear`` head product, its bytes."""
-    import shared
-
     head = model_int8.out_head
     vector = torch.randn(1, head.in_features)
-    with torch.no_grad():
-        for _ in range(3):
-            head(vector)
-        samples = [timed(lambda: head(vector))[0] for _ in range(repeats)]
-    seconds = summarize_times(samples)["median_s"]
-    rate = (head.qweight.numel() + 4 * head.scale.numel()) / seconds
-    weight_bytes = shared.linear_weight_bytes(model_int8)
+    head_bytes = head.qweight.numel() + 4 * head.scale.numel()
     return {
         "dtype": "int8",
         "head_layout": f"Int8Linear, kernel {head.kernel!r}",
-        "head_matvec_ms": 1e3 * seconds,
-        "bytes_per_s": rate,
-        "weight_bytes_read_per_token": weight_bytes,
-        "floor_ms_per_token": 1e3 * weight_bytes / rate,
+        **_stream_rate(lambda: head(vector), head_bytes, model_int8, repeats),
         "how": "median time of one (1 x d) Int8Linear head product (activation quantization "
         "included); floor = int8 bytes + scales of every Int8Linear / that rate",
     }

@@ -64,10 +64,14 @@ class Int8Linear(torch.nn.Module):
 
     KERNELS = ("dequantize", "weight_int8pack", "int8_matmul")
 
+    @classmethod
+    def check_kernel(cls, kernel: str) -> None:
+        if kernel not in cls.KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(cls.KERNELS)}")
+
     def __init__(self, linear: torch.nn.Linear, kernel: str = "int8_matmul"):
         super().__init__()
-        if kernel not in self.KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(self.KERNELS)}")
+        self.check_kernel(kernel)
         self.kernel, self.in_features = kernel, linear.in_features
         self.out_features = linear.out_features
         q, scale = quantize_per_channel(linear.weight)
@@ -108,10 +112,7 @@ def quantized_copy(model: torch.nn.Module, kernel: str = "int8_matmul") -> torch
     The original model is not changed. Embeddings and LayerNorms stay in float; an output
     head tied to the token embedding gets an int8 copy of its own.
     """
-    if kernel not in Int8Linear.KERNELS:
-        raise ValueError(
-            f"unknown kernel {kernel!r}; choose one of {', '.join(Int8Linear.KERNELS)}"
-        )
+    Int8Linear.check_kernel(kernel)  # before the copy, which takes a while for a large model
     names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     if not names:
         raise ValueError("the model has no nn.Linear layer to quantize")

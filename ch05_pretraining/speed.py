@@ -144,10 +144,8 @@ def _transposed_layers(model, weight_layout: str) -> tuple[str, set]:
     if weight_layout == "auto":
         on_cpu_fp32 = head is not None and head.weight.device.type == "cpu"
         weight_layout = "head" if on_cpu_fp32 and head.weight.dtype == torch.float32 else "native"
-    chosen = {"native": [], "head": [head] if head is not None else [], "all": linears}[
-        weight_layout
-    ]
-    return weight_layout, set(chosen)
+    chosen = {"native": [], "head": [head], "all": linears}[weight_layout]
+    return weight_layout, {m for m in chosen if m is not None}
 
 
 def _linear(x: torch.Tensor, linear: torch.nn.Linear, transposed: set) -> torch.Tensor:
