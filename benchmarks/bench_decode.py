@@ -127,10 +127,32 @@ def verdict_perplexity(models: dict) -> dict:
     }
 
 
+def compile_unavailable() -> str | None:
+    """Why the compiled one-token step cannot run here, or None when it can."""
+    import shutil
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported on this Python/platform"
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "no C++ compiler (g++, c++ or clang++) for torch.compile's CPU kernels"
+    return None
+
+
 def run_decode(
-    folder, *, new_tokens: int, repeats: int, warmup_tokens: int, bf16: bool, int8: bool = True
+    folder,
+    *,
+    new_tokens: int,
+    repeats: int,
+    warmup_tokens: int,
+    bf16: bool,
+    int8: bool = True,
+    compiled: bool = True,
 ) -> dict:
-    """Time every decoding variant, interleaved, and check they produce the same tokens."""
+    """Time every decoding variant, interleaved, and check they produce the same tokens.
+
+    With ``compiled``, each cached variant also runs with ``CompiledDecoder``
+    (suffix ``_compiled``); its compilation happens in the warm-up generation.
+    """
     from transformers import GPT2LMHeadModel
 
     import shared
@@ -160,6 +182,19 @@ def run_decode(
             course_int8, prompt, n, temperature=0.0
         )
 
+    compile_skipped = compile_unavailable() if compiled else "skipped (--no-compile)"
+    if compile_skipped is None:
+        for name, variant_model in [
+            ("course_cache", course),
+            ("course_cache_bf16", course_bf16),
+            ("course_cache_int8", course_int8),
+        ]:
+            if variant_model is not None:
+                decoder = shared.CompiledDecoder(variant_model)
+                makers[f"{name}_compiled"] = lambda n, m=variant_model, d=decoder: (
+                    shared.generate_cached(m, prompt, n, temperature=0.0, decoder=d)
+                )
+
     def no_grad_call(make, n):
         def call():
             with torch.no_grad():
@@ -167,8 +202,9 @@ def run_decode(
 
         return call
 
-    for make in makers.values():  # warm-up: a short generation (allocator, threads, lazy init)
-        no_grad_call(make, warmup_tokens)()
+    warmup_s = {}  # warm-up: a short generation (allocator, threads, lazy init, compiling)
+    for name, make in makers.items():
+        warmup_s[name] = timed(no_grad_call(make, warmup_tokens))[0]
     times, outputs = round_robin(
         {k: no_grad_call(m, new_tokens) for k, m in makers.items()}, repeats, 0
     )
@@ -181,13 +217,14 @@ def run_decode(
             **stats,
             "tokens_per_s": new_tokens / stats["median_s"],
             "new_tokens": int(outputs[name].shape[1] - PROMPT_TOKENS),
+            "warmup_s": warmup_s[name],  # compiled variants: includes torch.compile's work
         }
     reference_rate = variants[REFERENCE]["tokens_per_s"]
     for entry in variants.values():
         entry["ratio_vs_transformers"] = entry["tokens_per_s"] / reference_rate
 
     checks = []
-    for name in ("course_no_cache", "course_cache"):
+    for name in ("course_no_cache", "course_cache", "course_cache_compiled"):
         if name in outputs:
             same = torch.equal(outputs[name], reference_tokens)
             checks.append(
@@ -201,8 +238,8 @@ def run_decode(
                     "generated tokens",
                 }
             )
-    for name in ("course_cache_bf16", "course_cache_int8"):
-        if name in outputs:
+    for name in outputs:
+        if "bf16" in name or "int8" in name:
             variants[name]["prefix_agreement_with_fp32"] = _prefix_agreement(
                 outputs[name], reference_tokens, PROMPT_TOKENS
             )
@@ -239,6 +276,7 @@ def run_decode(
         "reference_distinct_tokens": len(set(generated)),
         "variants": variants,
         "kv_cache_speedup": kv_speedup,
+        "compiled_step": compile_skipped or "measured: variants ending in _compiled",
         "weight_streaming": streaming,
         "int8_perplexity": int8_quality,
         "checks": checks,

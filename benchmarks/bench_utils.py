@@ -152,6 +152,21 @@ def load_average() -> list[float] | None:
         return None
 
 
+def _cpu_caches() -> dict[str, str]:
+    # e.g. {"L2": "2048K", "L3": "491520K"} for CPU 0, from Linux's sysfs; {} elsewhere.
+    # A last-level cache near the size of the weights makes decoding partly a cache benchmark.
+    caches = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            if kind in ("Unified", "Data"):
+                level = (index / "level").read_text().strip()
+                caches[f"L{level}"] = (index / "size").read_text().strip()
+        except OSError:
+            continue
+    return caches
+
+
 def machine_info() -> dict:
     """What ran the benchmark: CPU, memory, library versions, thread settings, current load."""
     import transformers
@@ -162,6 +177,7 @@ def machine_info() -> dict:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "cpu_flags_avx512_amx": _cpu_flags(("avx512", "amx")),
+        "cpu_caches": _cpu_caches(),
         "memory_total_gib": _memory_total_gib(),
         "platform": platform.platform(),
         "python": platform.python_version(),

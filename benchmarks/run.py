@@ -58,6 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-int8", action="store_true", help="skip the int8-weight cached decoding variant"
     )
     parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="skip the decoding variants with the compiled one-token step (CompiledDecoder), "
+        "which need a C++ compiler and take a while to compile",
+    )
+    parser.add_argument(
         "--train-device",
         default="cpu",
         help="device of the training benchmark: cpu (default) or cuda[:N]; the other "
@@ -102,26 +108,26 @@ TARGETS = [
     (
         "decode_cached_vs_transformers",
         "decode",
-        ("variants", "course_cache", "ratio_vs_transformers"),
+        ("variants", "course_cache_compiled", "ratio_vs_transformers"),
         ">=",
         1.3,
-        "cached fp32 decode tokens/s / transformers generate tokens/s",
+        "cached fp32 decode (compiled one-token step) tokens/s / transformers generate tokens/s",
     ),
     (
         "decode_bf16_cached_vs_transformers_fp32",
         "decode",
-        ("variants", "course_cache_bf16", "ratio_vs_transformers"),
+        ("variants", "course_cache_bf16_compiled", "ratio_vs_transformers"),
         ">=",
         2.0,
-        "cached bf16-weight decode tokens/s / transformers fp32 generate tokens/s",
+        "cached bf16-weight decode (compiled step) tokens/s / transformers fp32 tokens/s",
     ),
     (
         "decode_int8_cached_vs_transformers_fp32",
         "decode",
-        ("variants", "course_cache_int8", "ratio_vs_transformers"),
+        ("variants", "course_cache_int8_compiled", "ratio_vs_transformers"),
         ">=",
         3.0,
-        "cached int8-weight decode (Int8Linear, int8_matmul) tokens/s / transformers fp32",
+        "cached int8-weight decode (int8_matmul, compiled step) tokens/s / transformers fp32",
     ),
     (
         "kv_cache_speedup",
@@ -210,10 +216,12 @@ def _why_missing(benchmark: str, path: tuple, results: dict) -> str:
     result = results.get(benchmark)
     if result is None:
         return f"not measured: the {benchmark} benchmark was not run (see --only)"
-    if "course_cache_bf16" in path:
+    if any("bf16" in key for key in path) and "course_cache_bf16" not in result["variants"]:
         return "not measured: the bf16 variant was skipped (--no-bf16)"
-    if "course_cache_int8" in path:
+    if any("int8" in key for key in path) and "course_cache_int8" not in result["variants"]:
         return "not measured: the int8 variant was skipped (--no-int8)"
+    if any(key.endswith("_compiled") for key in path):
+        return f"not measured: the compiled step was {result['compiled_step']}"
     if "ratio_vs_llms_from_scratch" in path:
         return (
             "not available: llms-from-scratch is not installed; "
@@ -307,12 +315,14 @@ def _load_limit(results: dict) -> str | None:
 def limits(results: dict) -> dict[str, str | None]:
     """For each target, what bounds the measured value, in numbers from this run."""
     return {
-        "decode_cached_vs_transformers": _decode_limit(results, "course_cache", "fp32", 1.3),
+        "decode_cached_vs_transformers": _decode_limit(
+            results, "course_cache_compiled", "fp32", 1.3
+        ),
         "decode_bf16_cached_vs_transformers_fp32": _decode_limit(
-            results, "course_cache_bf16", "bf16", 2.0
+            results, "course_cache_bf16_compiled", "bf16", 2.0
         ),
         "decode_int8_cached_vs_transformers_fp32": _decode_limit(
-            results, "course_cache_int8", "int8", 3.0
+            results, "course_cache_int8_compiled", "int8", 3.0
         ),
         "train_vs_transformers": _train_limit(results, "course", "transformers", 1.0),
         "train_vs_llms_from_scratch": _train_limit(results, "course", "llms_from_scratch", 1.3),
@@ -388,6 +398,14 @@ def _int8_perplexity_line(quality: dict | None) -> str:
     )
 
 
+def _compile_time_line(decode: dict) -> str:
+    compiled = {k: v for k, v in decode["variants"].items() if k.endswith("_compiled")}
+    if not compiled:
+        return ""
+    times = ", ".join(f"{k} {v['warmup_s']:.0f} s" for k, v in compiled.items())
+    return f"\nwarm-up generation including torch.compile: {times}"
+
+
 def _mfu_line(train: dict) -> str:
     device = train.get("device", {"device": "cpu", "published_peak_flops_per_s": None})
     where = f"\nDevice: {device['device']}" + (
@@ -407,7 +425,9 @@ def report(summary: dict) -> str:
     parts = []
     machine = summary["machine"]
     parts.append(
-        f"machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, torch "
+        f"machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs"
+        + "".join(f", {level} {size}" for level, size in machine.get("cpu_caches", {}).items())
+        + f", torch "
         f"{machine['torch']} ({machine['torch_num_threads']} threads), transformers "
         f"{machine['transformers']}; load average {machine['load_average_at_start']} at start, "
         f"{summary['load_average_at_end']} at end"
@@ -436,7 +456,9 @@ def report(summary: dict) -> str:
                 rows,
             )
             + f"\nKV-cache speedup: {_ratio(decode['kv_cache_speedup'])}; the reference "
-            f"output has {decode['reference_distinct_tokens']} distinct tokens"
+            f"output has {decode['reference_distinct_tokens']} distinct tokens; compiled "
+            f"one-token step: {decode['compiled_step']}"
+            + _compile_time_line(decode)
             + _int8_perplexity_line(decode.get("int8_perplexity"))
         )
     if "train" in results:
@@ -574,8 +596,9 @@ def main(argv=None) -> int:
                 from bench_decode import run_decode
 
                 results[name] = run_decode(
-                    folder, **settings[name], bf16=not args.no_bf16, int8=not args.no_int8
-                )
+                    folder, **settings[name], bf16=not args.no_bf16, int8=not args.no_int8,
+                    compiled=not args.no_compile,
+                )  # fmt: skip
             elif name == "train":
                 from bench_train import run_train
 

@@ -148,11 +148,11 @@ def _transposed_layers(model, weight_layout: str) -> tuple[str, set]:
     return weight_layout, {m for m in chosen if m is not None}
 
 
-def _linear(x: torch.Tensor, linear: torch.nn.Linear, transposed: set) -> torch.Tensor:
-    """``linear(x)``; with the (in, out) copy of its weight if ``linear`` is in ``transposed``."""
-    if linear not in transposed:
+def _linear(x: torch.Tensor, linear, matrix: torch.Tensor | None) -> torch.Tensor:
+    """``linear(x)``, or with ``matrix``, an (in, out) copy of its weight: ``x @ matrix + bias``."""
+    if matrix is None:
         return linear(x)
-    out = x @ transposed_weight(linear.weight)
+    out = x @ matrix
     return out + linear.bias if linear.bias is not None else out
 
 
@@ -181,35 +181,79 @@ def _qkv_weight(att, transposed: set) -> torch.Tensor | None:
     return fused_weight_view(weights)
 
 
-def _qkv(h: torch.Tensor, att, transposed: set) -> tuple[torch.Tensor, ...]:
+def _fused_qkv(att, transposed: set) -> tuple | None:
+    """(fused (in, 3 * d_out) matrix, fused bias or None) for ``att``, or None to use three."""
+    weight = _qkv_weight(att, transposed)
+    if weight is None or att.W_query.bias is None:
+        return None if weight is None else (weight, None)
+    return weight, fused_bias((att.W_query.bias, att.W_key.bias, att.W_value.bias))
+
+
+def _qkv(h: torch.Tensor, att, fused: tuple | None) -> tuple[torch.Tensor, ...]:
     """Queries, keys and values of ``h`` (b, t, d_in), each (b, heads, t, head_dim)."""
     b, t, _ = h.shape
-    weight = _qkv_weight(att, transposed)
-    if weight is None:
+    if fused is None:
         return tuple(
-            _linear(h, proj, transposed).view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
+            proj(h).view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
             for proj in (att.W_query, att.W_key, att.W_value)
         )  # each (b, heads, t, head_dim)
-    flat = h.reshape(b * t, -1)  # (b * t, d_in)
-    if att.W_query.bias is None:
-        qkv = flat @ weight
-    else:
-        bias = fused_bias((att.W_query.bias, att.W_key.bias, att.W_value.bias))
-        qkv = torch.addmm(bias, flat, weight)  # (b * t, 3 * d_out), bias added in the product
+    (weight, bias), flat = fused, h.reshape(b * t, -1)  # flat: (b * t, d_in)
+    # (b * t, 3 * d_out); addmm adds the bias inside the product
+    qkv = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
     qkv = qkv.view(b, t, 3, att.num_heads, att.head_dim)  # (b, t, 3, heads, head_dim)
     return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, heads, t, head_dim)
 
 
 # -- speed.ipynb, "The fast version: `CachedDecoder`" --
-class CachedDecoder:
-    """Incremental decoding for a chapter-4 ``GPTModel`` with a KV cache.
+def _block(x: torch.Tensor, block, matrices: tuple, attend) -> torch.Tensor:
+    """One transformer block on new positions ``x`` (b, t, emb_dim).
 
-    Uses the model's own parameters. ``weight_layout`` says which linear layers multiply
-    with a transposed ``(in, out)`` copy of their weight (see the speed notebook):
-    "native" none, "head" only the output head, "all" every linear layer. "auto" picks
-    "head" for float32 weights on a CPU, where it was measured to pay off, else "native".
-    Queries, keys and values come from one fused product when their ``(in, out)`` weights
-    form one matrix: a copy under "all", a view for models loaded with ``load_gpt2``.
+    ``matrices`` are the block's (qkv, out_proj, fc_in, fc_out) from ``CachedDecoder.matrices``;
+    ``attend(q, k, v)`` stores the new keys and values and returns the context (b, heads, t, head_dim).
+    """
+    (b, t, _), att, ff = x.shape, block.att, block.ff
+    qkv, out_proj, fc_in, fc_out = matrices
+    q, k, v = _qkv(_layer_norm(x, block.norm1), att, qkv)  # each (b, heads, t, head_dim)
+    context = attend(q, k, v).transpose(1, 2).reshape(b, t, att.d_out)  # (b, t, d_out)
+    x = x + _linear(context, att.out_proj, out_proj)
+    hidden = _linear(_layer_norm(x, block.norm2), ff.fc_in, fc_in)
+    return x + _linear(F.gelu(hidden, approximate="tanh"), ff.fc_out, fc_out)
+
+
+def _last_logits(x: torch.Tensor, model, head: torch.Tensor | None, vocab: int) -> torch.Tensor:
+    """Logits (b, vocab) of the last position of ``x`` (b, t, emb_dim): norm and head on it alone."""
+    return _linear(_layer_norm(x[:, -1, :], model.final_norm), model.out_head, head)[:, :vocab]
+
+
+def _matrices(model, transposed: set) -> tuple[list[tuple], torch.Tensor | None]:
+    """What the products multiply with: per block (qkv, out_proj, fc_in, fc_out), then the head.
+
+    None means the layer's own call. Copies are remade here if a weight has changed.
+    """
+
+    def copy_of(linear):
+        return transposed_weight(linear.weight) if linear in transposed else None
+
+    blocks = [
+        (
+            _fused_qkv(b.att, transposed),
+            copy_of(b.att.out_proj),
+            copy_of(b.ff.fc_in),
+            copy_of(b.ff.fc_out),
+        )
+        for b in model.trf_blocks
+    ]
+    return blocks, copy_of(model.out_head)
+
+
+# -- speed.ipynb, "The fast version: `CachedDecoder`" --
+class CachedDecoder:
+    """Incremental decoding for a chapter-4 ``GPTModel`` with a KV cache, on its own weights.
+
+    ``weight_layout``: which Linear layers multiply with an ``(in, out)`` copy of their weight
+    ("native" none, "head" the output head, "all" every one; "auto": "head" for float32 on a
+    CPU, else "native"). ``step``, None here, is the compiled one-token step that
+    ``CompiledDecoder`` (speed notebook, section 2) sets for the tokens after the prompt.
     """
 
     LAYOUTS = _LAYOUTS
@@ -218,12 +262,13 @@ class CachedDecoder:
         self.weight_layout, self._transposed_layers = _transposed_layers(model, weight_layout)
         self.model = model
         self.context_length = model.pos_emb.weight.shape[0]
-        # a padded vocabulary (hide_padded_vocab) marks how many logits are real
-        self.vocab_size = getattr(model.out_head, "real_vocab_size", model.out_head.out_features)
+        head = model.out_head  # a padded one (hide_padded_vocab) says how many logits are real
+        self.vocab_size = getattr(head, "real_vocab_size", head.out_features)
         self.cache = KVCache(len(model.trf_blocks), self.context_length, cache_strategy)
+        self.step = None
 
     def reset(self) -> None:
-        self.cache.reset()
+        self.cache.reset()  # forget the cached tokens; the prepared weights stay
 
     def qkv_weight(self, att) -> torch.Tensor | None:
         """The fused (in, 3 * d_out) query/key/value matrix of ``att``, or None to use three."""
@@ -232,30 +277,29 @@ class CachedDecoder:
     @torch.no_grad()
     def forward(self, new_ids: torch.Tensor) -> torch.Tensor:
         """Feed new token ids (b, t) after the cached ones; return the last position's logits (b, vocab)."""
-        model, transposed, (b, t) = self.model, self._transposed_layers, new_ids.shape
-        start = self.cache.length
+        t, start, cache, model = new_ids.shape[1], self.cache.length, self.cache, self.model
         if start + t > self.context_length:
             raise ValueError(
                 f"{start} cached + {t} new tokens exceed the context length {self.context_length}; "
                 "call reset() and feed the most recent tokens again"
             )
+        blocks, head = _matrices(model, self._transposed_layers)  # what the products use
+        if self.step is not None and t == 1 and start > 0:  # the compiled one-token step
+            logits = self.step(model, blocks, head, new_ids, start, cache.keys, cache.values)
+            cache.length = start + 1
+            return logits[:, : self.vocab_size]
         positions = torch.arange(start, start + t, device=new_ids.device)
         x = model.tok_emb(new_ids) + model.pos_emb(positions)  # (b, t, emb_dim)
         mask, causal = _attention_mask(start, t, x.device)
-        for layer, block in enumerate(model.trf_blocks):
-            att = block.att
-            q, k, v = _qkv(_layer_norm(x, block.norm1), att, transposed)  # (b, heads, t, head_dim)
-            keys, values = self.cache.update(layer, k, v)  # (b, heads, start+t, head_dim)
-            context = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, is_causal=causal
-            )  # (b, heads, t, head_dim)
-            context = context.transpose(1, 2).reshape(b, t, att.d_out)  # (b, t, d_out)
-            x = x + _linear(context, att.out_proj, transposed)
-            hidden = _linear(_layer_norm(x, block.norm2), block.ff.fc_in, transposed)
-            x = x + _linear(F.gelu(hidden, approximate="tanh"), block.ff.fc_out, transposed)
-        self.cache.length = start + t
-        last = _layer_norm(x[:, -1, :], model.final_norm)  # (b, emb_dim): only the last position
-        return _linear(last, model.out_head, transposed)[:, : self.vocab_size]  # (b, vocab)
+        for layer, (block, matrices) in enumerate(zip(model.trf_blocks, blocks, strict=True)):
+
+            def attend(q, k, v, layer=layer):
+                keys, values = cache.update(layer, k, v)  # (b, heads, start + t, head_dim)
+                return F.scaled_dot_product_attention(q, keys, values, mask, is_causal=causal)
+
+            x = _block(x, block, matrices, attend)
+        cache.length = start + t
+        return _last_logits(x, model, head, self.vocab_size)
 
 
 # -- speed.ipynb, "The fast version: `CachedDecoder`" --

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from helpers import tiny_gpt_config
+from helpers import can_compile, tiny_gpt_config
 
 from ch03_attention.attention import MultiHeadAttention
 from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
+from ch05_pretraining.compiled_decoder import CompiledDecoder
 from ch05_pretraining.pretraining import calc_loss_batch, generate
 from ch05_pretraining.speed import (
     CachedDecoder,
@@ -250,15 +251,6 @@ def test_stream_generate_rejects_bad_arguments_and_handles_a_one_token_context()
         CachedDecoder(tiny, weight_layout="sideways")
 
 
-def _can_compile() -> bool:
-    # torch.compile on a CPU needs a C++ compiler for the kernels it generates
-    import shutil
-
-    return torch._dynamo.is_dynamo_supported() and any(
-        shutil.which(cc) for cc in ("g++", "c++", "clang++")
-    )
-
-
 def test_compiled_model_loss_equals_eager_loss():
     small = {**ONE_BLOCK, "vocab_size": 128}
     torch.manual_seed(0)
@@ -266,7 +258,7 @@ def test_compiled_model_loss_equals_eager_loss():
     tokens = torch.randint(0, 128, (2, 8))
     targets = torch.roll(tokens, -1, 1)
     reference = calc_loss_batch(tokens, targets, eager, "cpu")
-    if not _can_compile():
+    if not can_compile():
         pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
     compiled = torch.compile(eager)
     loss = calc_loss_batch(tokens, targets, compiled, "cpu")
@@ -274,7 +266,7 @@ def test_compiled_model_loss_equals_eager_loss():
 
 
 def test_training_setup_with_compile_trains_like_eager():
-    if not _can_compile():
+    if not can_compile():
         pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
     small = ONE_BLOCK
     tokens = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(5))
@@ -296,6 +288,37 @@ def test_training_setup_with_compile_trains_like_eager():
         raw = getattr(model, "_orig_mod", model)
         assert not any(k.startswith("_orig_mod") for k in raw.state_dict())
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-4)
+
+
+def test_compiled_step_gives_the_eager_tokens_from_one_graph_and_follows_weight_updates():
+    if not can_compile():
+        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    import torch._dynamo
+
+    torch.manual_seed(6)
+    model = GPTModel(CFG).eval()  # its own model: the weights are changed below
+    torch._dynamo.reset()  # start without compiled graphs, and count only this test's
+    torch._dynamo.utils.counters.clear()
+    decoder = CompiledDecoder(model, weight_layout="all")
+
+    def expected(prompt, new):
+        return generate(model, prompt, new, context_size=CFG["context_length"])
+
+    single_rows = [(prompt, new) for prompt, new in PROMPTS if prompt.shape[0] == 1]
+    for prompt, new in single_rows:  # up to the full context, and from a one-token prompt
+        assert torch.equal(
+            generate_cached(model, prompt, new, decoder=decoder), expected(prompt, new)
+        )
+    # one graph for every position (23 of them in the last prompt)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    with torch.no_grad():  # an optimizer step changes the weights in place
+        for param in model.parameters():
+            param.mul_(1.5)
+    prompt, new = single_rows[0]
+    assert torch.equal(generate_cached(model, prompt, new, decoder=decoder), expected(prompt, new))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # weights are inputs
+    batch, new = PROMPTS[1]
+    assert torch.equal(generate_cached(model, batch, new, decoder=decoder), expected(batch, new))
 
 
 def test_feeding_a_prompt_in_chunks_equals_feeding_it_at_once(model):
