@@ -1,4 +1,5 @@
-"""The CUDA paths: TF32, bf16 autocast, fused AdamW, flash attention, cached decoding, NCCL DDP.
+"""The CUDA paths: TF32, bf16 autocast, fused AdamW, flash attention, cached and compiled
+decoding, NCCL DDP.
 
 Every test here needs a CUDA GPU and is skipped, with that reason, where there is none (the
 CPU versions of the same code are tested in test_speed.py and test_corpus.py). Each one
@@ -15,7 +16,12 @@ from helpers import tiny_gpt_config
 
 from ch04_gpt_model.gpt_model import GPTModel
 from ch05_pretraining.pretraining import calc_loss_batch, generate
-from ch05_pretraining.speed import generate_cached, make_training_setup, use_sdpa_attention
+from ch05_pretraining.speed import (
+    CachedDecoder,
+    generate_cached,
+    make_training_setup,
+    use_sdpa_attention,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -112,6 +118,27 @@ def test_cached_decoding_on_cuda_gives_the_uncached_tokens():
         uncached = generate(model, prompt, 40, CFG["context_length"], temperature=0.0)
     assert cached.is_cuda
     assert torch.equal(cached, uncached)
+
+
+def test_compiled_decoder_on_cuda_gives_the_eager_cached_tokens():
+    from ch05_pretraining.compiled_decoder import CompiledDecoder
+
+    torch.manual_seed(0)
+    model = GPTModel(CFG).cuda().eval()
+    model.out_head.weight = model.tok_emb.weight
+    prompt = torch.tensor([[5, 17, 923, 4], [8, 8, 1, 2]], device="cuda")
+    compiled = CompiledDecoder(model)  # one graph of generated GPU kernels for every position
+    with torch.no_grad():
+        eager = generate_cached(model, prompt, 40, temperature=0.0)
+        tokens = generate_cached(model, prompt, 40, temperature=0.0, decoder=compiled)
+        compiled.reset()
+        compiled.forward(prompt)  # eager prefill, then one compiled step, against eager
+        step = compiled.forward(eager[:, 4:5])
+        reference = CachedDecoder(model)
+        reference.forward(prompt)
+        expected = reference.forward(eager[:, 4:5])
+    assert tokens.is_cuda and torch.equal(tokens, eager)
+    torch.testing.assert_close(step, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_nccl_ddp_with_torchrun_matches_one_process(tmp_path):

@@ -317,6 +317,9 @@ def test_compiled_step_gives_the_eager_tokens_from_one_graph_and_follows_weight_
     prompt, new = single_rows[0]
     assert torch.equal(generate_cached(model, prompt, new, decoder=decoder), expected(prompt, new))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # weights are inputs
+    long_prompt = torch.arange(1, 21).unsqueeze(0)  # 20 of 24 positions: it slides once
+    slid = generate_cached(model, long_prompt, 10, decoder=decoder)
+    assert torch.equal(slid, generate_cached(model, long_prompt, 10))  # the eager decoder's
     batch, new = PROMPTS[1]
     assert torch.equal(generate_cached(model, batch, new, decoder=decoder), expected(batch, new))
 
