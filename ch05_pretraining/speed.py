@@ -208,7 +208,7 @@ def _qkv(h: torch.Tensor, att, fused: tuple | None) -> tuple[torch.Tensor, ...]:
 def _block(x: torch.Tensor, block, matrices: tuple, attend) -> torch.Tensor:
     """One transformer block on new positions ``x`` (b, t, emb_dim).
 
-    ``matrices`` are the block's (qkv, out_proj, fc_in, fc_out) from ``CachedDecoder.matrices``;
+    ``matrices`` are the block's (qkv, out_proj, fc_in, fc_out), as ``_matrices`` lists them;
     ``attend(q, k, v)`` stores the new keys and values and returns the context (b, heads, t, head_dim).
     """
     (b, t, _), att, ff = x.shape, block.att, block.ff
