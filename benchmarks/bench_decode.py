@@ -127,17 +127,6 @@ def verdict_perplexity(models: dict) -> dict:
     }
 
 
-def compile_unavailable() -> str | None:
-    """Why the compiled one-token step cannot run here, or None when it can."""
-    import shutil
-
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile is not supported on this Python/platform"
-    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
-        return "no C++ compiler (g++, c++ or clang++) for torch.compile's CPU kernels"
-    return None
-
-
 def run_decode(
     folder,
     *,
@@ -182,7 +171,7 @@ def run_decode(
             course_int8, prompt, n, temperature=0.0
         )
 
-    compile_skipped = compile_unavailable() if compiled else "skipped (--no-compile)"
+    compile_skipped = shared.compile_unavailable() if compiled else "skipped (--no-compile)"
     if compile_skipped is None:
         for name, variant_model in [
             ("course_cache", course),

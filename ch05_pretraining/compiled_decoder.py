@@ -6,6 +6,8 @@
 Exported from the cells of ch05_pretraining/speed.ipynb marked '#| export compiled_decoder'.
 """
 
+import shutil
+
 import torch
 import torch.nn.functional as F
 
@@ -13,6 +15,7 @@ from ch05_pretraining.speed import CachedDecoder, _block, _last_logits
 
 __all__ = [
     "CompiledDecoder",
+    "compile_unavailable",
     "one_token_step",
 ]
 
@@ -41,6 +44,15 @@ def one_token_step(model, blocks, head, token, position: int, keys, values) -> t
     return _last_logits(x, model, head, model.out_head.out_features)
 
 
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot build its kernels here, or None when it can."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported on this Python or platform"
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "torch.compile needs a C++ compiler (g++, c++ or clang++) and none is on PATH"
+    return None
+
+
 class CompiledDecoder(CachedDecoder):
     """A ``CachedDecoder`` whose tokens after the prompt run a compiled ``one_token_step``.
 
@@ -50,6 +62,8 @@ class CompiledDecoder(CachedDecoder):
     """
 
     def __init__(self, model, weight_layout: str = "auto"):
+        if (reason := compile_unavailable()) is not None:
+            raise RuntimeError(f"{reason}; CachedDecoder gives the same tokens without compiling")
         super().__init__(model, cache_strategy="preallocate", weight_layout=weight_layout)
         # cpp_wrapper: the generated step calls its kernels from C++, not from Python
         self.step = torch.compile(

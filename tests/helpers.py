@@ -21,14 +21,3 @@ def tiny_gpt_config(**overrides) -> dict:
 
     base = dict(context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
     return gpt2_config("124M", **{**base, **overrides})
-
-
-def can_compile() -> bool:
-    """Whether torch.compile can run here: on a CPU it needs a C++ compiler for its kernels."""
-    import shutil
-
-    import torch
-
-    return torch._dynamo.is_dynamo_supported() and any(
-        shutil.which(cc) for cc in ("g++", "c++", "clang++")
-    )

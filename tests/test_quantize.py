@@ -5,10 +5,10 @@ Every bound asserted here is derived from the rounding rules, not read off a run
 
 import pytest
 import torch
-from helpers import can_compile, tiny_gpt_config
+from helpers import tiny_gpt_config
 
 from ch04_gpt_model.gpt_model import GPTModel
-from ch05_pretraining.compiled_decoder import CompiledDecoder
+from ch05_pretraining.compiled_decoder import CompiledDecoder, compile_unavailable
 from ch05_pretraining.pretraining import generate
 from ch05_pretraining.quantize import (
     Int8Linear,
@@ -170,8 +170,8 @@ def test_cached_decoder_on_an_int8_copy_equals_generate_on_it(model, kernel):
 
 
 def test_the_compiled_step_on_an_int8_copy_gives_the_eager_tokens(model):
-    if not can_compile():
-        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    if (reason := compile_unavailable()) is not None:
+        pytest.skip(reason)
     int8 = quantized_copy(model, "int8_matmul")  # the kernel the benchmark compiles
     compiled = CompiledDecoder(int8)
     for prompt, new in ((torch.tensor([[5, 17, 923]]), 12), (torch.arange(100, 120)[None], 4)):

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import can_compile, tiny_gpt_config
+from helpers import tiny_gpt_config
 
 from ch03_attention.attention import MultiHeadAttention
 from ch04_gpt_model.gpt_model import GPTModel, generate_text_simple
-from ch05_pretraining.compiled_decoder import CompiledDecoder
+from ch05_pretraining.compiled_decoder import CompiledDecoder, compile_unavailable
 from ch05_pretraining.pretraining import calc_loss_batch, generate
 from ch05_pretraining.speed import (
     CachedDecoder,
@@ -258,16 +258,16 @@ def test_compiled_model_loss_equals_eager_loss():
     tokens = torch.randint(0, 128, (2, 8))
     targets = torch.roll(tokens, -1, 1)
     reference = calc_loss_batch(tokens, targets, eager, "cpu")
-    if not can_compile():
-        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    if (reason := compile_unavailable()) is not None:
+        pytest.skip(reason)
     compiled = torch.compile(eager)
     loss = calc_loss_batch(tokens, targets, compiled, "cpu")
     torch.testing.assert_close(loss, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_training_setup_with_compile_trains_like_eager():
-    if not can_compile():
-        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    if (reason := compile_unavailable()) is not None:
+        pytest.skip(reason)
     small = ONE_BLOCK
     tokens = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(5))
     targets = torch.roll(tokens, -1, 1)
@@ -291,8 +291,8 @@ def test_training_setup_with_compile_trains_like_eager():
 
 
 def test_compiled_step_gives_the_eager_tokens_from_one_graph_and_follows_weight_updates():
-    if not can_compile():
-        pytest.skip("torch.compile is not supported here (no dynamo support or no C++ compiler)")
+    if (reason := compile_unavailable()) is not None:
+        pytest.skip(reason)
     import torch._dynamo
 
     torch.manual_seed(6)
@@ -322,6 +322,14 @@ def test_compiled_step_gives_the_eager_tokens_from_one_graph_and_follows_weight_
     assert torch.equal(slid, generate_cached(model, long_prompt, 10))  # the eager decoder's
     batch, new = PROMPTS[1]
     assert torch.equal(generate_cached(model, batch, new, decoder=decoder), expected(batch, new))
+
+
+def test_compiled_decoder_without_a_cpp_compiler_says_so_before_any_work(model, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no compiler on PATH
+    with pytest.raises(RuntimeError, match=r"needs a C\+\+ compiler.*CachedDecoder gives"):
+        CompiledDecoder(model)
 
 
 def test_feeding_a_prompt_in_chunks_equals_feeding_it_at_once(model):
