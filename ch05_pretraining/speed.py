@@ -14,7 +14,14 @@ import torch.nn.functional as F
 
 from ch03_attention.attention import MultiHeadAttention
 from ch05_pretraining.pretraining import DecodingSettings
-from shared.derived import fused_bias, fused_weight_copy, fused_weight_view, transposed_weight
+from shared.derived import (
+    fused_bias,
+    fused_row_major_copy,
+    fused_weight_copy,
+    fused_weight_view,
+    row_major_weight,
+    transposed_weight,
+)
 
 __all__ = [
     "CachedDecoder",
@@ -124,7 +131,7 @@ def generate_text_simple_cached(model, idx: torch.Tensor, max_new_tokens: int) -
 
 
 # -- speed.ipynb, "The fast version: `CachedDecoder`" --
-_LAYOUTS = ("auto", "native", "head", "all")
+_LAYOUTS = ("auto", "native", "head", "all", "rows")
 
 
 def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
@@ -132,24 +139,30 @@ def _layer_norm(x: torch.Tensor, norm) -> torch.Tensor:
     return F.layer_norm(x, x.shape[-1:], norm.scale, norm.shift, norm.eps)
 
 
-def _transposed_layers(model, weight_layout: str) -> tuple[str, set]:
-    """The layout that ``weight_layout`` stands for, and the Linear layers it transposes."""
+def _weight_copies(model, weight_layout: str) -> tuple[str, dict]:
+    """The layout that ``weight_layout`` stands for, and {Linear: "transposed" or "row-major"}.
+
+    Each Linear in the dict multiplies with a copy of its weight in that memory order.
+    """
     if weight_layout not in _LAYOUTS:
         raise ValueError(
             f"unknown weight_layout {weight_layout!r}; choose one of {', '.join(_LAYOUTS)}"
         )
-    # only float nn.Linear layers have a weight to transpose (not section 5's Int8Linear)
+    # only float nn.Linear layers have a weight to copy (not section 5's Int8Linear)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     head = model.out_head if model.out_head in linears else None
     if weight_layout == "auto":
-        on_cpu_fp32 = head is not None and head.weight.device.type == "cpu"
-        weight_layout = "head" if on_cpu_fp32 and head.weight.dtype == torch.float32 else "native"
+        on_cpu = head is not None and head.weight.device.type == "cpu"
+        fp32 = on_cpu and head.weight.dtype == torch.float32
+        weight_layout = "head" if fp32 else "rows" if on_cpu else "native"
+    if weight_layout == "rows":  # row-major copies of the weights stored transposed
+        return weight_layout, {m: "row-major" for m in linears if not m.weight.is_contiguous()}
     chosen = {"native": [], "head": [head], "all": linears}[weight_layout]
-    return weight_layout, {m for m in chosen if m is not None}
+    return weight_layout, {m: "transposed" for m in chosen if m is not None}
 
 
 def _linear(x: torch.Tensor, linear, matrix: torch.Tensor | None) -> torch.Tensor:
-    """``linear(x)``, or with ``matrix``, an (in, out) copy of its weight: ``x @ matrix + bias``."""
+    """``linear(x)``, or with ``matrix``, its weight as an (in, out) tensor: ``x @ matrix + bias``."""
     if matrix is None:
         return linear(x)
     out = x @ matrix
@@ -169,21 +182,23 @@ def _attention_mask(start: int, t: int, device) -> tuple[torch.Tensor | None, bo
 
 
 # -- speed.ipynb, "The fast version: `CachedDecoder`" --
-def _qkv_weight(att, transposed: set) -> torch.Tensor | None:
+def _qkv_weight(att, copies: dict) -> torch.Tensor | None:
     """The fused (in, 3 * d_out) query/key/value matrix of ``att``, or None to use three."""
     projections = (att.W_query, att.W_key, att.W_value)
     if not all(isinstance(p, torch.nn.Linear) for p in projections):
         return None  # e.g. int8 layers (section 5): three products, each its own kernel
     weights = tuple(p.weight for p in projections)
-    if att.W_query in transposed:  # "all": one copy instead of three
+    if copies.get(att.W_query) == "transposed":  # "all": one copy instead of three
         return fused_weight_copy(weights)
+    if copies.get(att.W_query) == "row-major":  # "rows": one (3 * d_out, in) copy, transposed view
+        return fused_row_major_copy(weights).T
     # no copy: fuse only when the weights already lie side by side in (in, out) order
     return fused_weight_view(weights)
 
 
-def _fused_qkv(att, transposed: set) -> tuple | None:
+def _fused_qkv(att, copies: dict) -> tuple | None:
     """(fused (in, 3 * d_out) matrix, fused bias or None) for ``att``, or None to use three."""
-    weight = _qkv_weight(att, transposed)
+    weight = _qkv_weight(att, copies)
     if weight is None or att.W_query.bias is None:
         return None if weight is None else (weight, None)
     return weight, fused_bias((att.W_query.bias, att.W_key.bias, att.W_value.bias))
@@ -225,18 +240,26 @@ def _last_logits(x: torch.Tensor, model, head: torch.Tensor | None, vocab: int) 
     return _linear(_layer_norm(x[:, -1, :], model.final_norm), model.out_head, head)[:, :vocab]
 
 
-def _matrices(model, transposed: set) -> tuple[list[tuple], torch.Tensor | None]:
+def _matrices(model, copies: dict) -> tuple[list[tuple], torch.Tensor | None]:
     """What the products multiply with: per block (qkv, out_proj, fc_in, fc_out), then the head.
 
-    None means the layer's own call. Copies are remade here if a weight has changed.
+    Each is an (in, out) tensor, or None for the layer's own call. Copies are remade here if a
+    weight has changed.
     """
 
     def copy_of(linear):
-        return transposed_weight(linear.weight) if linear in transposed else None
+        order = copies.get(linear)
+        if order is None:
+            return None
+        return (
+            transposed_weight(linear.weight)
+            if order == "transposed"
+            else row_major_weight(linear.weight).T
+        )
 
     blocks = [
         (
-            _fused_qkv(b.att, transposed),
+            _fused_qkv(b.att, copies),
             copy_of(b.att.out_proj),
             copy_of(b.ff.fc_in),
             copy_of(b.ff.fc_out),
@@ -251,15 +274,16 @@ class CachedDecoder:
     """Incremental decoding for a chapter-4 ``GPTModel`` with a KV cache, on its own weights.
 
     ``weight_layout``: which Linear layers multiply with an ``(in, out)`` copy of their weight
-    ("native" none, "head" the output head, "all" every one; "auto": "head" for float32 on a
-    CPU, else "native"). ``step``, None here, is the compiled one-token step that
+    ("native" none, "head" the output head, "all" every one), or "rows": a row-major
+    ``(out, in)`` copy of every weight stored otherwise. "auto": "head" for float32 on a CPU,
+    "rows" for other dtypes on a CPU, else "native". ``step``, None here, is the compiled one-token step that
     ``CompiledDecoder`` (speed notebook, section 2) sets for the tokens after the prompt.
     """
 
     LAYOUTS = _LAYOUTS
 
     def __init__(self, model, cache_strategy: str = "preallocate", weight_layout: str = "auto"):
-        self.weight_layout, self._transposed_layers = _transposed_layers(model, weight_layout)
+        self.weight_layout, self._copies = _weight_copies(model, weight_layout)
         self.model = model
         self.context_length = model.pos_emb.weight.shape[0]
         head = model.out_head  # a padded one (hide_padded_vocab) says how many logits are real
@@ -272,7 +296,7 @@ class CachedDecoder:
 
     def qkv_weight(self, att) -> torch.Tensor | None:
         """The fused (in, 3 * d_out) query/key/value matrix of ``att``, or None to use three."""
-        return _qkv_weight(att, self._transposed_layers)
+        return _qkv_weight(att, self._copies)
 
     @torch.no_grad()
     def forward(self, new_ids: torch.Tensor) -> torch.Tensor:
@@ -283,7 +307,7 @@ class CachedDecoder:
                 f"{start} cached + {t} new tokens exceed the context length {self.context_length}; "
                 "call reset() and feed the most recent tokens again"
             )
-        blocks, head = _matrices(model, self._transposed_layers)  # what the products use
+        blocks, head = _matrices(model, self._copies)  # what the products use
         if self.step is not None and t == 1 and start > 0:  # the compiled one-token step
             logits = self.step(model, blocks, head, new_ids, start, cache.keys, cache.values)
             cache.length = start + 1

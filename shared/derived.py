@@ -1,7 +1,8 @@
 """Tensors derived from parameters, cached until a parameter changes.
 
 Chapter 5's fast decoder multiplies with tensors made from a model's weights: a transposed,
-contiguous copy of a ``Linear`` weight, or the query, key and value weights joined into one
+contiguous copy of a ``Linear`` weight (or a row-major one, for a weight stored transposed),
+or the query, key and value weights joined into one
 matrix. Making them costs a full pass over the weights, so they are made once and reused;
 they must never go stale, though, or a model that trained on would decode with old weights.
 This module keeps that bookkeeping out of the chapter:
@@ -12,8 +13,9 @@ This module keeps that bookkeeping out of the chapter:
   ``tensor._version``) or when its data now lives elsewhere (``param.data = ...``,
   ``model.to(...)``). The cached tensor is dropped when a source is garbage-collected, and
   the cache holds no reference to the sources, so it never keeps a model alive.
-- ``transposed_weight``, ``fused_weight_copy``, ``fused_weight_view`` and ``fused_bias`` are
-  the tensors the decoder derives, built on it.
+- ``transposed_weight``, ``row_major_weight``, ``fused_weight_copy``,
+  ``fused_row_major_copy``, ``fused_weight_view`` and ``fused_bias`` are the tensors the
+  decoder derives, built on it.
 - ``side_by_side`` finds the one matrix that several tensors already form in memory.
 
 Derived tensors are detached: no gradient flows through them.
@@ -30,7 +32,9 @@ __all__ = [
     "derived_tensor",
     "fused_bias",
     "fused_weight_copy",
+    "fused_row_major_copy",
     "fused_weight_view",
+    "row_major_weight",
     "side_by_side",
     "transposed_weight",
 ]
@@ -66,6 +70,16 @@ def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
     return derived_tensor("transposed", (weight,), lambda: weight.detach().T.contiguous())
 
 
+def row_major_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``(out, in)`` copy of a Linear weight, made once and remade if it changes.
+
+    For a weight stored in another order, such as ``load_gpt2``'s transposed views of the
+    GPT-2 file: some CPU kernels (bfloat16 without native bf16 instructions) multiply with
+    those many times slower than with the row-major ``nn.Linear`` layout.
+    """
+    return derived_tensor("row-major", (weight,), lambda: weight.detach().contiguous())
+
+
 def side_by_side(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
     """The contiguous matrix that the (in, out_i) ``parts`` already form in memory, or None.
 
@@ -95,6 +109,17 @@ def fused_weight_copy(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     return derived_tensor(
         "fused copy", weights, lambda: torch.cat([w.detach().T for w in weights], 1)
+    )
+
+
+def fused_row_major_copy(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One contiguous (sum of out_i, in) copy of Linear weights (out_i, in), rows in order.
+
+    Its transpose (a view) is ``fused_weight_copy``'s matrix in the row-major layout:
+    ``x @ fused_row_major_copy((w_q, w_k, w_v)).T`` computes the three products in one.
+    """
+    return derived_tensor(
+        "fused row-major copy", weights, lambda: torch.cat([w.detach() for w in weights], 0)
     )
 
 

@@ -9,8 +9,10 @@ import torch
 from shared.derived import (
     derived_tensor,
     fused_bias,
+    fused_row_major_copy,
     fused_weight_copy,
     fused_weight_view,
+    row_major_weight,
     side_by_side,
     transposed_weight,
 )
@@ -74,6 +76,21 @@ def test_a_change_of_any_one_source_remakes_a_tensor_derived_from_several():
     remade = fused_weight_copy(weights)
     assert remade is not first
     assert torch.equal(remade, torch.cat([w.T for w in weights], dim=1))
+
+
+def test_row_major_copies_undo_a_transposed_storage_and_follow_changes():
+    stored = torch.randn(3, 5)  # (in, out) in memory, as load_gpt2's views of the GPT-2 file
+    weight = torch.nn.Parameter(stored.T)  # (out, in), not contiguous
+    rows = row_major_weight(weight)
+    assert rows.is_contiguous() and torch.equal(rows, weight.detach())
+    assert row_major_weight(weight) is rows  # made once
+    parts = tuple(torch.randn(4, 2).T for _ in range(3))  # three (2, 4) views, q/k/v-like
+    fused = fused_row_major_copy(parts)
+    assert fused.shape == (6, 4) and fused.is_contiguous()
+    assert torch.equal(fused.T, fused_weight_copy(parts))  # the same matrix, the other order
+    with torch.no_grad():
+        weight.mul_(-1.0)
+    assert torch.equal(row_major_weight(weight), -rows)
 
 
 def test_derivations_of_the_same_sources_are_kept_apart():

@@ -373,6 +373,29 @@ def test_fused_qkv_is_a_view_for_loaded_gpt2_weights(tmp_path):
         )
 
 
+def test_bf16_gpt2_weights_on_a_cpu_multiply_with_row_major_copies(tmp_path):
+    """load_gpt2's (in, out) views are slow in bf16 on AVX2 CPUs: "auto" copies them row-major."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ch05_pretraining.gpt2_weights import load_gpt2
+
+    torch.manual_seed(6)
+    config = GPT2Config(n_embd=48, n_layer=2, n_head=4, n_positions=32, vocab_size=50257)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path, safe_serialization=True)
+    loaded = load_gpt2(tmp_path).to(torch.bfloat16)  # .to keeps the transposed strides
+    decoder = CachedDecoder(loaded)
+    assert decoder.weight_layout == "rows"
+    for block in loaded.trf_blocks:
+        assert not block.ff.fc_in.weight.is_contiguous()  # the file's order, as loaded
+        fused = decoder.qkv_weight(block.att)  # (in, 3 * d_out), a view of a row-major copy
+        assert fused.T.is_contiguous() and fused.data_ptr() != block.att.W_query.weight.data_ptr()
+        assert torch.equal(fused, torch.cat(_qkv_parts(block.att), dim=1))
+    prompt = torch.tensor([[11, 12, 13, 14]])
+    rows, native = decoder.forward(prompt), CachedDecoder(loaded, weight_layout="native")
+    torch.testing.assert_close(rows, native.forward(prompt), rtol=2e-2, atol=2e-2)
+    assert CachedDecoder(loaded.float()).weight_layout == "head"  # float32 keeps its default
+
+
 def test_fused_qkv_is_a_copy_under_all_and_absent_otherwise(model):
     att = model.trf_blocks[0].att
     assert CachedDecoder(model, weight_layout="head").qkv_weight(att) is None  # three products
