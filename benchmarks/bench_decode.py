@@ -102,6 +102,30 @@ def int8_stream_rate(model_int8, repeats: int = 15) -> dict:
     }
 
 
+# the cached decoders of each weight type: eager, compiled, and for int8 a second kernel
+WEIGHT_TYPES = {
+    "fp32": ("course_cache", "course_cache_compiled"),
+    "bf16": ("course_cache_bf16", "course_cache_bf16_compiled"),
+    "int8": ("course_cache_int8", "course_cache_int8_compiled", "course_cache_int8_prepacked"),
+}
+
+
+def fastest_variants(variants: dict) -> dict:
+    """For each weight type, the fastest of its measured cached decoders (what its target reads)."""
+    fastest = {}
+    for weights, names in WEIGHT_TYPES.items():
+        measured = [name for name in names if name in variants]
+        if measured:
+            name = max(measured, key=lambda n: variants[n]["tokens_per_s"])
+            fastest[weights] = {
+                "variant": name,
+                "of": measured,
+                "ratio_vs_transformers": variants[name]["ratio_vs_transformers"],
+                "ms_per_token": variants[name]["ms_per_token"],
+            }
+    return fastest
+
+
 def verdict_perplexity(models: dict) -> dict:
     """Perplexity of each model on The Verdict (256-token windows, no overlap)."""
     import math
@@ -164,12 +188,17 @@ def run_decode(
         makers["course_cache_bf16"] = lambda n: shared.generate_cached(
             course_bf16, prompt, n, temperature=0.0
         )
-    course_int8 = None
+    course_int8 = course_int8_prepacked = None
     if int8:
         course_int8 = shared.quantized_copy(course, "int8_matmul")
         makers["course_cache_int8"] = lambda n: shared.generate_cached(
             course_int8, prompt, n, temperature=0.0
         )
+        if torch.backends.quantized.engine != "none":  # eager only: it cannot be compiled
+            course_int8_prepacked = shared.quantized_copy(course, "prepacked")
+            makers["course_cache_int8_prepacked"] = lambda n: shared.generate_cached(
+                course_int8_prepacked, prompt, n, temperature=0.0
+            )
 
     compile_skipped = shared.compile_unavailable() if compiled else "skipped (--no-compile)"
     if compile_skipped is None:
@@ -241,7 +270,11 @@ def run_decode(
     int8_quality = None
     if course_int8 is not None:
         streaming["int8"] = int8_stream_rate(course_int8)
-        int8_quality = verdict_perplexity({"fp32": course, "int8": course_int8})
+        int8_models = {"fp32": course, "int8": course_int8}
+        if course_int8_prepacked is not None:
+            streaming["int8_prepacked"] = int8_stream_rate(course_int8_prepacked)
+            int8_models["int8_prepacked"] = course_int8_prepacked
+        int8_quality = verdict_perplexity(int8_models)
 
     kv_speedup = (
         variants["course_cache"]["tokens_per_s"] / variants["course_no_cache"]["tokens_per_s"]
@@ -265,6 +298,7 @@ def run_decode(
         "reference_distinct_tokens": len(set(generated)),
         "variants": variants,
         "kv_cache_speedup": kv_speedup,
+        "fastest": fastest_variants(variants),
         "compiled_step": compile_skipped or "measured: variants ending in _compiled",
         "weight_streaming": streaming,
         "int8_perplexity": int8_quality,

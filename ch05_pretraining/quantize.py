@@ -7,14 +7,19 @@ Exported from the cells of ch05_pretraining/speed.ipynb marked '#| export quanti
 """
 
 import copy
+import warnings
 
 import torch
 
+from shared.derived import derived_tensor
+
 __all__ = [
     "Int8Linear",
+    "check_on_cpu",
     "dequantize",
     "greedy_agreement",
     "linear_weight_bytes",
+    "prepacked_product",
     "quantize_per_channel",
     "quantize_per_row",
     "quantized_copy",
@@ -47,7 +52,36 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale[:, None]
 
 
-# -- speed.ipynb, "Three ways to multiply with int8 weights" --
+# -- speed.ipynb, "Four ways to multiply with int8 weights" --
+def check_on_cpu(kernel: str, device: torch.device) -> None:
+    if device.type != "cpu":
+        raise RuntimeError(
+            f"the {kernel} kernel runs on CPUs; on this device use "
+            "kernel='dequantize' or bf16 weights"
+        )
+
+
+def _prepack(q: torch.Tensor, scale: torch.Tensor):
+    zero_points = torch.zeros(len(scale), dtype=torch.long)  # symmetric: zero stays zero
+    with warnings.catch_warnings():  # quantized tensors are deprecated (pytorch#184982)
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_points, 0)
+    return torch.ops.quantized.linear_prepack(weight, None)  # the engine's own layout
+
+
+def prepacked_product(flat: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``flat`` (rows, in) times the int8 weight ``q`` (out, in), by the quantized engine.
+
+    The packed weight is made once and remade if ``q`` or ``scale`` changes. Each row is its
+    own call, so each row's input is quantized with its own scale and zero point.
+    """
+    packed = derived_tensor("prepacked int8", (q, scale), lambda: _prepack(q, scale))
+    # reduce_range=True: 7-bit inputs, so that AVX2's 16-bit pair sums cannot overflow
+    rows = [torch.ops.quantized.linear_dynamic(row, packed, True) for row in flat.split(1)]
+    return torch.cat(rows)  # (rows, out)
+
+
+# -- speed.ipynb, "Four ways to multiply with int8 weights" --
 def quantize_per_row(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization of activations (rows, in): ``(x_q, scale)``, scale (rows, 1)."""
     scale = x.abs().amax(dim=1, keepdim=True).div_(127).clamp_(min=torch.finfo(x.dtype).tiny)
@@ -58,16 +92,19 @@ class Int8Linear(torch.nn.Module):
     """An ``nn.Linear`` whose weight is stored as int8, with one float scale per output row.
 
     ``kernel`` chooses how ``forward`` multiplies: ``"dequantize"`` (rebuild the float
-    weight), ``"weight_int8pack"`` (``aten._weight_int8pack_mm``, weight-only) or
-    ``"int8_matmul"`` (quantize the input per row too; ``torch._int_mm``; CPU only).
+    weight), ``"weight_int8pack"`` (``aten._weight_int8pack_mm``, weight-only),
+    ``"int8_matmul"`` (quantize the input per row too; ``torch._int_mm``; CPU only) or
+    ``"prepacked"`` (the quantized engine's int8 kernel, input quantized per row; CPU only).
     """
 
-    KERNELS = ("dequantize", "weight_int8pack", "int8_matmul")
+    KERNELS = ("dequantize", "weight_int8pack", "int8_matmul", "prepacked")
 
     @classmethod
     def check_kernel(cls, kernel: str) -> None:
         if kernel not in cls.KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(cls.KERNELS)}")
+        if kernel == "prepacked" and torch.backends.quantized.engine == "none":
+            raise RuntimeError("this PyTorch build has no quantized engine; use 'int8_matmul'")
 
     def __init__(self, linear: torch.nn.Linear, kernel: str = "int8_matmul"):
         super().__init__()
@@ -84,19 +121,18 @@ class Int8Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()  # (rows, in)
+        if self.kernel in ("int8_matmul", "prepacked"):
+            check_on_cpu(self.kernel, flat.device)
         if self.kernel == "dequantize":
             out = flat @ dequantize(self.qweight, self.scale).T
         elif self.kernel == "weight_int8pack":
             out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale)
-        else:
-            if flat.device.type != "cpu":
-                raise RuntimeError(
-                    "the int8_matmul kernel runs on CPUs; on this device use "
-                    "kernel='dequantize' or bf16 weights"
-                )
+        elif self.kernel == "int8_matmul":
             x_q, x_scale = quantize_per_row(flat)
             # int32 sums of (rows, in) @ (in, out); q.T is a view, no copy
             out = torch._int_mm(x_q, self.qweight.T).float().mul_(x_scale).mul_(self.scale)
+        else:
+            out = prepacked_product(flat, self.qweight, self.scale)
         if self.bias is not None:
             out += self.bias
         return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
@@ -105,7 +141,7 @@ class Int8Linear(torch.nn.Module):
         return f"in={self.in_features}, out={self.out_features}, kernel={self.kernel!r}"
 
 
-# -- speed.ipynb, "Three ways to multiply with int8 weights" --
+# -- speed.ipynb, "Four ways to multiply with int8 weights" --
 def quantized_copy(model: torch.nn.Module, kernel: str = "int8_matmul") -> torch.nn.Module:
     """A copy of ``model`` with every ``nn.Linear`` replaced by an ``Int8Linear``.
 
@@ -135,7 +171,7 @@ def linear_weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-# -- speed.ipynb, "Three ways to multiply with int8 weights" --
+# -- speed.ipynb, "Four ways to multiply with int8 weights" --
 def greedy_agreement(tokens: torch.Tensor, reference: torch.Tensor) -> int:
     """How many leading tokens of two 1-D sequences agree before the first difference."""
     length = min(len(tokens), len(reference))

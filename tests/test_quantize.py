@@ -113,6 +113,47 @@ def test_int8_matmul_is_exact_when_the_input_is_already_on_the_int8_grid():
     assert torch.allclose(out, _rounded_product(layer, x), rtol=1e-5, atol=1e-4)
 
 
+def test_prepacked_error_is_bounded_by_a_7_bit_rounding_of_each_row():
+    layer = _layer()
+    x = torch.randn(6, 48) * torch.logspace(-2, 1, 6)[:, None]
+    q, w_scale = quantize_per_channel(layer.weight)
+    # each row is quantized to 128 levels over its own [min, max] (reduce_range: 7 bits)
+    step = (
+        x.amax(dim=1, keepdim=True).clamp(min=0) - x.amin(dim=1, keepdim=True).clamp(max=0)
+    ) / 127
+    bound = step / 2 * dequantize(q, w_scale).abs().sum(dim=1)  # (rows, out)
+    error = (Int8Linear(layer, "prepacked")(x) - _rounded_product(layer, x)).abs()
+    assert bool((error <= bound * 1.01 + 1e-5).all())
+    assert float(error.max()) > 0
+
+
+def test_prepacked_rows_do_not_depend_on_the_rest_of_the_batch():
+    int8 = Int8Linear(_layer(), "prepacked")
+    x = torch.randn(5, 48)
+    x[3] *= 100.0  # one large row would coarsen a grid shared by the batch
+    together = int8(x)
+    for i in range(len(x)):
+        assert torch.equal(together[i], int8(x[i : i + 1])[0])
+
+
+def test_prepacked_weights_are_repacked_when_the_int8_weight_changes():
+    layer = _layer()
+    int8 = Int8Linear(layer, "prepacked")
+    x = torch.randn(2, 48)
+    before = int8(x)
+    with torch.no_grad():
+        layer.weight.mul_(-1.0)
+    int8.load_state_dict(Int8Linear(layer, "prepacked").state_dict())  # in-place copies
+    torch.testing.assert_close(int8(x) - int8.bias, -(before - int8.bias), rtol=1e-4, atol=1e-4)
+
+
+def test_the_compiled_decoder_refuses_a_prepacked_copy_up_front(model):
+    if (reason := compile_unavailable()) is not None:
+        pytest.skip(reason)
+    with pytest.raises(ValueError, match="cannot trace the 'prepacked'"):
+        CompiledDecoder(quantized_copy(model, "prepacked"))
+
+
 def test_int8_linear_keeps_shapes_and_dtype_and_refuses_unknown_kernels():
     layer = _layer(bias=False)
     x = torch.randn(2, 3, 48)
@@ -124,9 +165,10 @@ def test_int8_linear_keeps_shapes_and_dtype_and_refuses_unknown_kernels():
         Int8Linear(layer, "int4")
 
 
-def test_int8_matmul_refuses_a_device_it_does_not_run_on():
-    int8 = Int8Linear(_layer(), "int8_matmul").to("meta")
-    with pytest.raises(RuntimeError, match="runs on CPUs"):
+@pytest.mark.parametrize("kernel", ["int8_matmul", "prepacked"])
+def test_cpu_kernels_refuse_a_device_they_do_not_run_on(kernel):
+    int8 = Int8Linear(_layer(), kernel).to("meta")
+    with pytest.raises(RuntimeError, match=f"the {kernel} kernel runs on CPUs"):
         int8(torch.empty(1, 48, device="meta"))
 
 
