@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--no-bf16", action="store_true", help="skip the bf16-weight cached decoding variant"
     )
     parser.add_argument(
-        "--no-int8", action="store_true", help="skip the int8-weight cached decoding variant"
+        "--no-int8", action="store_true", help="skip the int8-weight cached decoding variants"
     )
     parser.add_argument(
         "--no-compile",
