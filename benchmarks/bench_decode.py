@@ -102,11 +102,16 @@ def int8_stream_rate(model_int8, repeats: int = 15) -> dict:
     }
 
 
-# the cached decoders of each weight type: eager, compiled, and for int8 a second kernel
+# the cached decoders of each weight type: eager and compiled, and for int8 a second kernel
 WEIGHT_TYPES = {
     "fp32": ("course_cache", "course_cache_compiled"),
     "bf16": ("course_cache_bf16", "course_cache_bf16_compiled"),
-    "int8": ("course_cache_int8", "course_cache_int8_compiled", "course_cache_int8_prepacked"),
+    "int8": (
+        "course_cache_int8",
+        "course_cache_int8_compiled",
+        "course_cache_int8_prepacked",
+        "course_cache_int8_prepacked_compiled",
+    ),
 }
 
 
@@ -194,7 +199,7 @@ def run_decode(
         makers["course_cache_int8"] = lambda n: shared.generate_cached(
             course_int8, prompt, n, temperature=0.0
         )
-        if torch.backends.quantized.engine != "none":  # eager only: it cannot be compiled
+        if torch.backends.quantized.engine != "none":  # a PyTorch build with int8 kernels
             course_int8_prepacked = shared.quantized_copy(course, "prepacked")
             makers["course_cache_int8_prepacked"] = lambda n: shared.generate_cached(
                 course_int8_prepacked, prompt, n, temperature=0.0
@@ -206,6 +211,7 @@ def run_decode(
             ("course_cache", course),
             ("course_cache_bf16", course_bf16),
             ("course_cache_int8", course_int8),
+            ("course_cache_int8_prepacked", course_int8_prepacked),
         ]:
             if variant_model is not None:
                 decoder = shared.CompiledDecoder(variant_model)
@@ -260,6 +266,11 @@ def run_decode(
         if "bf16" in name or "int8" in name:
             variants[name]["prefix_agreement_with_fp32"] = _prefix_agreement(
                 outputs[name], reference_tokens, PROMPT_TOKENS
+            )
+        eager = name.removesuffix("_compiled")
+        if eager != name and eager in outputs:  # the compiled step's own floating-point sums
+            variants[name]["prefix_agreement_with_eager"] = _prefix_agreement(
+                outputs[name], outputs[eager], PROMPT_TOKENS
             )
 
     for entry in variants.values():

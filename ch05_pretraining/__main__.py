@@ -85,7 +85,7 @@ def _text_loaders(args, context_length: int):
 
 def _train(args) -> int:
     from ch04_gpt_model.gpt_model import gpt2_config
-    from ch05_pretraining import checkpoints, pretraining, speed
+    from ch05_pretraining import checkpoints, pretraining, speed, training_setup
     from shared.io import resume_folder
     from shared.resources import gpt2_tokenizer
     from shared.runtime import get_device, set_seed
@@ -96,7 +96,7 @@ def _train(args) -> int:
     sizes = {k: getattr(args, k) for k in ("emb_dim", "n_layers", "n_heads") if getattr(args, k)}
     cfg = gpt2_config(args.size, context_length=args.context_length, drop_rate=args.drop_rate, **sizes)  # fmt: skip
     train_loader, val_loader = _text_loaders(args, cfg["context_length"])
-    model, optimizer, autocast_dtype = speed.make_training_setup(
+    model, optimizer, autocast_dtype = training_setup.make_training_setup(
         cfg, device, lr=4e-4 if args.lr is None else args.lr, weight_decay=0.1 if args.weight_decay is None else args.weight_decay,
         **cli.speed_settings(args))  # fmt: skip
     raw_model = getattr(model, "_orig_mod", model)  # what torch.compile wrapped
@@ -133,7 +133,7 @@ def _train(args) -> int:
 def _generate(args) -> int:
     import torch
 
-    from ch05_pretraining import checkpoints, pretraining, speed
+    from ch05_pretraining import checkpoints, pretraining, speed, training_setup
     from ch05_pretraining.gpt2_weights import load_gpt2
     from shared.resources import gpt2_tokenizer
     from shared.runtime import get_device
@@ -145,7 +145,7 @@ def _generate(args) -> int:
         model = loaded["model"].to(device).eval()
         real_vocab = (loaded["extra"] or {}).get("real_vocab_size")
         if real_vocab and real_vocab < model.out_head.out_features:
-            speed.hide_padded_vocab(model, real_vocab)  # trained with a padded vocabulary
+            training_setup.hide_padded_vocab(model, real_vocab)  # trained with a padded vocabulary
     else:
         checkpoint = gpt2_checkpoint(args.gpt2)
         print(checkpoint.description, file=sys.stderr)

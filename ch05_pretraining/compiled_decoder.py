@@ -65,11 +65,6 @@ class CompiledDecoder(CachedDecoder):
     def __init__(self, model, weight_layout: str = "auto"):
         if (reason := compile_unavailable()) is not None:
             raise RuntimeError(f"{reason}; CachedDecoder gives the same tokens without compiling")
-        if any(getattr(m, "kernel", None) == "prepacked" for m in model.modules()):
-            raise ValueError(  # section 5's Int8Linear: its packed weight is opaque to dynamo
-                "torch.compile cannot trace the 'prepacked' int8 kernel; "
-                "use CachedDecoder, or an int8 copy with kernel='int8_matmul'"
-            )
         super().__init__(model, cache_strategy="preallocate", weight_layout=weight_layout)
         # cpp_wrapper: the generated step calls its kernels from C++, not from Python
         self.step = torch.compile(

@@ -30,7 +30,8 @@ from ch05_pretraining.corpus import (
     open_shards,
 )
 from ch05_pretraining.pretraining import NonFiniteLossError, generate
-from ch05_pretraining.speed import make_training_setup, use_sdpa_attention
+from ch05_pretraining.speed import use_sdpa_attention
+from ch05_pretraining.training_setup import make_training_setup
 from shared.io import resume_folder, sha256_file, write_atomically
 
 __all__ = [

@@ -15,7 +15,6 @@ from shared.derived import derived_tensor
 
 __all__ = [
     "Int8Linear",
-    "check_on_cpu",
     "dequantize",
     "greedy_agreement",
     "linear_weight_bytes",
@@ -53,7 +52,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 # -- speed.ipynb, "Four ways to multiply with int8 weights" --
-def check_on_cpu(kernel: str, device: torch.device) -> None:
+def _check_on_cpu(kernel: str, device: torch.device) -> None:
     if device.type != "cpu":
         raise RuntimeError(
             f"the {kernel} kernel runs on CPUs; on this device use "
@@ -69,16 +68,34 @@ def _prepack(q: torch.Tensor, scale: torch.Tensor):
     return torch.ops.quantized.linear_prepack(weight, None)  # the engine's own layout
 
 
+def _prepacked_rows(flat: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    packed = derived_tensor("prepacked int8", (q, scale), lambda: _prepack(q, scale))
+    # reduce_range=True: 7-bit inputs, so that AVX2's 16-bit pair sums cannot overflow
+    if len(flat) == 1:  # one token, the decoding case
+        return torch.ops.quantized.linear_dynamic(flat, packed, True)
+    return torch.cat([torch.ops.quantized.linear_dynamic(r, packed, True) for r in flat.split(1)])
+
+
+# An operator of our own, so that torch.compile can call the product as one opaque step
+# (dynamo cannot trace the packed weight): tensors in, a tensor of known shape out. Defined
+# once per process; re-running this cell keeps the first definition. The Library object
+# must stay alive: dropping it would remove the operator.
+if not hasattr(torch.ops.gpt_course, "prepacked_linear"):
+    _OPERATORS = torch.library.Library("gpt_course", "DEF")
+    _OPERATORS.define("prepacked_linear(Tensor flat, Tensor q, Tensor scale) -> Tensor")
+    _OPERATORS.impl("prepacked_linear", _prepacked_rows, "CPU")
+    torch.library.register_fake(
+        "gpt_course::prepacked_linear", lambda flat, q, scale: flat.new_empty(len(flat), len(q))
+    )
+
+
 def prepacked_product(flat: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``flat`` (rows, in) times the int8 weight ``q`` (out, in), by the quantized engine.
 
     The packed weight is made once and remade if ``q`` or ``scale`` changes. Each row is its
     own call, so each row's input is quantized with its own scale and zero point.
     """
-    packed = derived_tensor("prepacked int8", (q, scale), lambda: _prepack(q, scale))
-    # reduce_range=True: 7-bit inputs, so that AVX2's 16-bit pair sums cannot overflow
-    rows = [torch.ops.quantized.linear_dynamic(row, packed, True) for row in flat.split(1)]
-    return torch.cat(rows)  # (rows, out)
+    return torch.ops.gpt_course.prepacked_linear(flat, q, scale)  # (rows, out)
 
 
 # -- speed.ipynb, "Four ways to multiply with int8 weights" --
@@ -88,6 +105,22 @@ def quantize_per_row(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x / scale).round_().clamp_(-127, 127).to(torch.int8), scale  # in place: fewer copies
 
 
+def _int8_product(kernel: str, flat: torch.Tensor, q: torch.Tensor, scale: torch.Tensor):
+    # flat (rows, in) float32 times the int8 weight q (out, in) with its scales: (rows, out)
+    if kernel in ("int8_matmul", "prepacked"):
+        _check_on_cpu(kernel, flat.device)
+    if kernel == "dequantize":
+        return flat @ dequantize(q, scale).T
+    if kernel == "weight_int8pack":
+        return torch.ops.aten._weight_int8pack_mm(flat, q, scale)
+    if kernel == "int8_matmul":
+        x_q, x_scale = quantize_per_row(flat)
+        # int32 sums of (rows, in) @ (in, out); q.T is a view, no copy
+        return torch._int_mm(x_q, q.T).float().mul_(x_scale).mul_(scale)
+    return prepacked_product(flat, q, scale)
+
+
+# -- speed.ipynb, "Four ways to multiply with int8 weights" --
 class Int8Linear(torch.nn.Module):
     """An ``nn.Linear`` whose weight is stored as int8, with one float scale per output row.
 
@@ -119,20 +152,24 @@ class Int8Linear(torch.nn.Module):
         if hasattr(linear, "real_vocab_size"):  # a padded output head (section 4)
             self.real_vocab_size = linear.real_vocab_size
 
+    @classmethod
+    def stacked(cls, layers) -> "Int8Linear":
+        """One layer for several with the same input: their outputs side by side.
+
+        The scales are per output row, so stacking the rows changes no stored number.
+        """
+        if len({(m.kernel, m.in_features, m.bias is None) for m in layers}) != 1:
+            raise ValueError("stacked layers need the same kernel, input size and bias or none")
+        stack = copy.deepcopy(layers[0])  # its settings; its tensors are replaced below
+        for name in ("qweight", "scale", "bias"):
+            if getattr(stack, name) is not None:  # (sum of out, in), (sum of out,)
+                setattr(stack, name, torch.cat([getattr(m, name) for m in layers]))
+        stack.out_features = len(stack.scale)
+        return stack
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()  # (rows, in)
-        if self.kernel in ("int8_matmul", "prepacked"):
-            check_on_cpu(self.kernel, flat.device)
-        if self.kernel == "dequantize":
-            out = flat @ dequantize(self.qweight, self.scale).T
-        elif self.kernel == "weight_int8pack":
-            out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale)
-        elif self.kernel == "int8_matmul":
-            x_q, x_scale = quantize_per_row(flat)
-            # int32 sums of (rows, in) @ (in, out); q.T is a view, no copy
-            out = torch._int_mm(x_q, self.qweight.T).float().mul_(x_scale).mul_(self.scale)
-        else:
-            out = prepacked_product(flat, self.qweight, self.scale)
+        out = _int8_product(self.kernel, flat, self.qweight, self.scale)
         if self.bias is not None:
             out += self.bias
         return out.to(x.dtype).view(*x.shape[:-1], self.out_features)

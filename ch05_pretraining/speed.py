@@ -6,7 +6,6 @@
 Exported from the cells of ch05_pretraining/speed.ipynb marked '#| export'.
 """
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from ch03_attention.attention import MultiHeadAttention
 from ch05_pretraining.pretraining import DecodingSettings
 from shared.derived import (
+    derived_tensor,
     fused_bias,
     fused_row_major_copy,
     fused_weight_copy,
@@ -26,13 +26,9 @@ from shared.derived import (
 __all__ = [
     "CachedDecoder",
     "KVCache",
-    "adamw_param_groups",
     "forward_with_cache",
     "generate_cached",
     "generate_text_simple_cached",
-    "hide_padded_vocab",
-    "make_training_setup",
-    "padded_vocab_size",
     "stream_generate",
     "use_sdpa_attention",
 ]
@@ -186,7 +182,7 @@ def _qkv_weight(att, copies: dict) -> torch.Tensor | None:
     """The fused (in, 3 * d_out) query/key/value matrix of ``att``, or None to use three."""
     projections = (att.W_query, att.W_key, att.W_value)
     if not all(isinstance(p, torch.nn.Linear) for p in projections):
-        return None  # e.g. int8 layers (section 5): three products, each its own kernel
+        return None  # e.g. int8 layers (section 5), which stack themselves (_fused_qkv)
     weights = tuple(p.weight for p in projections)
     if copies.get(att.W_query) == "transposed":  # "all": one copy instead of three
         return fused_weight_copy(weights)
@@ -196,8 +192,15 @@ def _qkv_weight(att, copies: dict) -> torch.Tensor | None:
     return fused_weight_view(weights)
 
 
-def _fused_qkv(att, copies: dict) -> tuple | None:
-    """(fused (in, 3 * d_out) matrix, fused bias or None) for ``att``, or None to use three."""
+def _fused_qkv(att, copies: dict) -> tuple | torch.nn.Module | None:
+    """One product for q, k and v: (fused (in, 3 * d_out) matrix, fused bias or None), or
+    one layer made by stacking the three (a layer type with ``stacked``, such as section 5's
+    int8 layers); None to use three products."""
+    projections = (att.W_query, att.W_key, att.W_value)
+    stack = getattr(type(att.W_query), "stacked", None)
+    if stack is not None and all(type(p) is type(att.W_query) for p in projections):
+        sources = [t for p in projections for t in p.buffers()]  # remade when one changes
+        return derived_tensor("stacked qkv", sources, lambda: stack(projections))
     weight = _qkv_weight(att, copies)
     if weight is None or att.W_query.bias is None:
         return None if weight is None else (weight, None)
@@ -212,9 +215,12 @@ def _qkv(h: torch.Tensor, att, fused: tuple | None) -> tuple[torch.Tensor, ...]:
             proj(h).view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
             for proj in (att.W_query, att.W_key, att.W_value)
         )  # each (b, heads, t, head_dim)
-    (weight, bias), flat = fused, h.reshape(b * t, -1)  # flat: (b * t, d_in)
-    # (b * t, 3 * d_out); addmm adds the bias inside the product
-    qkv = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
+    flat = h.reshape(b * t, -1)  # (b * t, d_in)
+    if isinstance(fused, torch.nn.Module):  # one layer that computes all three
+        qkv = fused(flat)  # (b * t, 3 * d_out)
+    else:  # (b * t, 3 * d_out); addmm adds the bias inside the product
+        weight, bias = fused
+        qkv = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
     qkv = qkv.view(b, t, 3, att.num_heads, att.head_dim)  # (b, t, 3, heads, head_dim)
     return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (b, heads, t, head_dim)
 
@@ -407,90 +413,3 @@ def use_sdpa_attention(model, enabled: bool = True):
     if count == 0:
         raise ValueError("the model contains no MultiHeadAttention module to switch")
     return model
-
-
-# -- speed.ipynb, "4. The training speed ladder" --
-def adamw_param_groups(model, weight_decay: float) -> list[dict]:
-    """Two AdamW parameter groups: decay for tensors with >= 2 dims, none for biases and norms."""
-    decay, no_decay, seen = [], [], set()
-    for param in model.parameters():
-        if not param.requires_grad or id(param) in seen:  # tied weights appear once
-            continue
-        seen.add(id(param))
-        (decay if param.dim() >= 2 else no_decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def padded_vocab_size(vocab_size: int, multiple: int = 64) -> int:
-    """The smallest multiple of ``multiple`` that is >= vocab_size (50257 -> 50304)."""
-    return math.ceil(vocab_size / multiple) * multiple
-
-
-def hide_padded_vocab(model, real_vocab_size: int):
-    """Make ``model`` return logits for the real vocabulary only (a forward hook, no new weights)."""
-    out_features = model.out_head.out_features
-    if real_vocab_size > out_features:
-        raise ValueError(
-            f"real_vocab_size {real_vocab_size} exceeds the model's {out_features} outputs"
-        )
-
-    def trim(module, inputs, logits):
-        return logits[..., :real_vocab_size]
-
-    model.out_head.real_vocab_size = (
-        real_vocab_size  # read by CachedDecoder, which calls the head itself
-    )
-    return model.register_forward_hook(trim)
-
-
-# -- speed.ipynb, "4. The training speed ladder" --
-def make_training_setup(
-    cfg: dict,
-    device,
-    lr: float = 4e-4,
-    weight_decay: float = 0.1,
-    decay_2d_only: bool = True,
-    tie_weights: bool = False,
-    pad_vocab: bool = False,
-    tf32: bool = True,
-    bf16: bool = True,
-    fused_adamw: bool = True,
-    compile_model: bool = False,
-):
-    """Build (model, optimizer, autocast_dtype) with the chosen speed options.
-
-    TF32 and bf16 autocast act on CUDA GPUs only; fused AdamW on CUDA and on CPUs.
-    With ``compile_model`` the returned model is torch.compile's wrapper, whose state dict
-    names start with "_orig_mod."; save ``getattr(model, "_orig_mod", model)`` instead.
-    """
-    from ch04_gpt_model.gpt_model import GPTModel
-
-    device = torch.device(device)
-    on_cuda = device.type == "cuda"
-    real_vocab = cfg["vocab_size"]
-    model_cfg = {**cfg, "vocab_size": padded_vocab_size(real_vocab)} if pad_vocab else dict(cfg)
-    model = GPTModel(model_cfg)
-    if tie_weights:
-        model.out_head.weight = model.tok_emb.weight
-    if pad_vocab:
-        hide_padded_vocab(model, real_vocab)
-    model.to(device)
-    if on_cuda and tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    groups = (
-        adamw_param_groups(model, weight_decay)
-        if decay_2d_only
-        else [{"params": list(model.parameters()), "weight_decay": weight_decay}]
-    )
-    fused = fused_adamw and device.type in ("cuda", "cpu")  # PyTorch has fused kernels for both
-    optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
-    autocast_dtype = (
-        torch.bfloat16 if (on_cuda and bf16 and torch.cuda.is_bf16_supported()) else None
-    )
-    if compile_model:
-        model = torch.compile(model)
-    return model, optimizer, autocast_dtype

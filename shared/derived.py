@@ -31,8 +31,8 @@ import torch
 __all__ = [
     "derived_tensor",
     "fused_bias",
-    "fused_weight_copy",
     "fused_row_major_copy",
+    "fused_weight_copy",
     "fused_weight_view",
     "row_major_weight",
     "side_by_side",

@@ -16,12 +16,8 @@ from helpers import tiny_gpt_config
 
 from ch04_gpt_model.gpt_model import GPTModel
 from ch05_pretraining.pretraining import calc_loss_batch, generate
-from ch05_pretraining.speed import (
-    CachedDecoder,
-    generate_cached,
-    make_training_setup,
-    use_sdpa_attention,
-)
+from ch05_pretraining.speed import CachedDecoder, generate_cached, use_sdpa_attention
+from ch05_pretraining.training_setup import make_training_setup
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -18,7 +18,8 @@ from ch05_pretraining.quantize import (
     quantize_per_row,
     quantized_copy,
 )
-from ch05_pretraining.speed import CachedDecoder, generate_cached, hide_padded_vocab
+from ch05_pretraining.speed import CachedDecoder, _fused_qkv, generate_cached
+from ch05_pretraining.training_setup import hide_padded_vocab
 
 CFG = tiny_gpt_config(context_length=24, qkv_bias=True)
 
@@ -147,11 +148,41 @@ def test_prepacked_weights_are_repacked_when_the_int8_weight_changes():
     torch.testing.assert_close(int8(x) - int8.bias, -(before - int8.bias), rtol=1e-4, atol=1e-4)
 
 
-def test_the_compiled_decoder_refuses_a_prepacked_copy_up_front(model):
-    if (reason := compile_unavailable()) is not None:
-        pytest.skip(reason)
-    with pytest.raises(ValueError, match="cannot trace the 'prepacked'"):
-        CompiledDecoder(quantized_copy(model, "prepacked"))
+def test_the_prepacked_product_is_an_operator_with_a_shape_only_fake():
+    int8 = Int8Linear(_layer(), "prepacked")
+    x = torch.randn(3, 48)
+    rows = torch.cat([int8(row[None]) for row in x])  # one call per row: the decoding path
+    product = torch.ops.gpt_course.prepacked_linear(x, int8.qweight, int8.scale)
+    assert torch.equal(product + int8.bias, rows)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:  # what torch.compile sees
+        fake = torch.ops.gpt_course.prepacked_linear(
+            mode.from_tensor(x), mode.from_tensor(int8.qweight), mode.from_tensor(int8.scale)
+        )
+    assert fake.shape == (3, 20) and fake.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kernel", Int8Linear.KERNELS)
+def test_stacked_layers_put_their_outputs_side_by_side(kernel):
+    layers = [Int8Linear(_layer(seed=s), kernel) for s in (1, 2, 3)]
+    stack = Int8Linear.stacked(layers)
+    assert (stack.out_features, stack.kernel) == (60, kernel)
+    assert torch.equal(stack.qweight[20:40], layers[1].qweight)  # the stored numbers, unchanged
+    for rows in (1, 5):
+        x = torch.randn(rows, 48)
+        assert torch.equal(stack(x), torch.cat([layer(x) for layer in layers], dim=-1))
+    with pytest.raises(ValueError, match="same kernel, input size and bias"):
+        Int8Linear.stacked([layers[0], Int8Linear(_layer(bias=False), kernel)])
+
+
+def test_the_decoder_stacks_query_key_and_value_of_an_int8_copy_and_restacks_after_a_change(model):
+    att = quantized_copy(model, "int8_matmul").trf_blocks[0].att
+    stack = _fused_qkv(att, {})
+    assert isinstance(stack, Int8Linear) and stack.out_features == 3 * att.d_out
+    assert _fused_qkv(att, {}) is stack  # made once
+    with torch.no_grad():
+        att.W_key.qweight.neg_()  # an in-place change, as load_state_dict makes
+    restacked = _fused_qkv(att, {})
+    assert torch.equal(restacked.qweight[att.d_out : 2 * att.d_out], att.W_key.qweight)
 
 
 def test_int8_linear_keeps_shapes_and_dtype_and_refuses_unknown_kernels():
@@ -211,10 +242,11 @@ def test_cached_decoder_on_an_int8_copy_equals_generate_on_it(model, kernel):
         assert torch.equal(generate_cached(int8, prompt, new, decoder=decoder), expected)
 
 
-def test_the_compiled_step_on_an_int8_copy_gives_the_eager_tokens(model):
+@pytest.mark.parametrize("kernel", ["int8_matmul", "prepacked"])  # the ones the benchmark compiles
+def test_the_compiled_step_on_an_int8_copy_gives_the_eager_tokens(model, kernel):
     if (reason := compile_unavailable()) is not None:
         pytest.skip(reason)
-    int8 = quantized_copy(model, "int8_matmul")  # the kernel the benchmark compiles
+    int8 = quantized_copy(model, kernel)
     compiled = CompiledDecoder(int8)
     for prompt, new in ((torch.tensor([[5, 17, 923]]), 12), (torch.arange(100, 120)[None], 4)):
         eager = generate_cached(int8, prompt, new)

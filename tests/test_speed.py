@@ -11,15 +11,17 @@ from ch05_pretraining.pretraining import calc_loss_batch, generate
 from ch05_pretraining.speed import (
     CachedDecoder,
     KVCache,
-    adamw_param_groups,
     forward_with_cache,
     generate_cached,
     generate_text_simple_cached,
+    stream_generate,
+    use_sdpa_attention,
+)
+from ch05_pretraining.training_setup import (
+    adamw_param_groups,
     hide_padded_vocab,
     make_training_setup,
     padded_vocab_size,
-    stream_generate,
-    use_sdpa_attention,
 )
 from shared.derived import side_by_side
 
