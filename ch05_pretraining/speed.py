@@ -207,8 +207,11 @@ def _fused_qkv(att, copies: dict) -> tuple | torch.nn.Module | None:
     return weight, fused_bias((att.W_query.bias, att.W_key.bias, att.W_value.bias))
 
 
-def _qkv(h: torch.Tensor, att, fused: tuple | None) -> tuple[torch.Tensor, ...]:
-    """Queries, keys and values of ``h`` (b, t, d_in), each (b, heads, t, head_dim)."""
+def _qkv(h: torch.Tensor, att, fused) -> tuple[torch.Tensor, ...]:
+    """Queries, keys and values of ``h`` (b, t, d_in), each (b, heads, t, head_dim).
+
+    ``fused`` is what ``_fused_qkv`` returned for ``att``.
+    """
     b, t, _ = h.shape
     if fused is None:
         return tuple(
